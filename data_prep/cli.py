@@ -1,0 +1,38 @@
+"""``python -m data_prep``: one sub-command per source (and ``phantom`` for synthetic raw data).
+
+Each sub-command module exposes ``add_parser(subparsers)`` which registers its parser and sets
+``func`` (taking the parsed namespace, returning an exit code).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from data_prep.errors import exit_on_input_error
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from data_prep.phantoms import cli as phantom_cli
+    from data_prep import prepare_cli
+
+    parser = argparse.ArgumentParser(
+        prog="python -m data_prep",
+        description="Turn raw 3D medical volumes into a prepared 2D dataset for weakly supervised "
+        "training (NIfTI slices, weak labels, size bounds, splits), or generate synthetic raw "
+        "datasets (phantoms) in the real datasets' layouts.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    phantom_cli.add_parser(sub)
+    prepare_cli.add_parsers(sub)
+    return parser
+
+
+@exit_on_input_error
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

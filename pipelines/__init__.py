@@ -1,0 +1,1 @@
+"""Jobs that compose data_prep, the bundles and MLflow: demo, reproduction, reports, benchmarks."""

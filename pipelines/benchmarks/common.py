@@ -1,0 +1,51 @@
+"""Timing helpers shared by the benchmarks (wall-clock medians, peak memory in a fresh process)."""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import time
+from typing import Callable
+
+
+def median_seconds(fn: Callable[[], object], repeat: int = 5, warmup: int = 1) -> float:
+    """Median wall-clock seconds of ``fn()`` over ``repeat`` calls after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def peak_rss_mib(code: str, setup: str = "") -> float:
+    """Peak resident memory (MiB) that ``code`` adds in a fresh Python process after ``setup``.
+
+    Each candidate runs in its own process so one candidate's allocations cannot hide another's;
+    the peak after ``setup`` alone (imports, inputs) is measured the same way and subtracted.
+    """
+    runner = (
+        "import resource, sys\n"
+        "exec(compile(sys.stdin.read(), '<benchmark>', 'exec'))\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    )
+
+    def run(body: str) -> float:
+        out = subprocess.run([sys.executable, "-c", runner], input=body, check=True, capture_output=True, text=True)
+        return int(out.stdout.strip().splitlines()[-1]) / 1024.0
+
+    return run(setup + "\n" + code) - run(setup)
+
+
+def print_rows(headers: list[str], rows: list[list[object]]) -> None:
+    """Print a Markdown table (readable in a terminal, pasteable into a closing note)."""
+    cells = [[str(c) for c in headers]] + [[f"{c:.3g}" if isinstance(c, float) else str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    fmt = "| " + " | ".join(f"{{:{w}}}" for w in widths) + " |"
+    print(fmt.format(*cells[0]))
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for row in cells[1:]:
+        print(fmt.format(*row))

@@ -1,0 +1,1 @@
+"""Segmentation networks used by the papers (ENet, residual U-Net)."""

@@ -1,0 +1,39 @@
+"""wss-monai loss terms: one module per family, all called as ``term(probs, **batch)`` (see ``base``).
+
+Size constraints and their optimisers (Kervadec et al., MedIA 2019): ``PartialCrossEntropy``,
+``SizePenalty``, ``LogBarrierPenalty``, ``LagrangianProposalLoss``. Priors (2021 slides, eq. 8):
+``EntropyMinimization``, ``ClassProportionKL``, ``ClassRatioPenalty``, ``MomentPenalty``,
+``CentroidPenalty``. ``WeakSupervisionLoss`` composes a regime's weighted terms from config.
+"""
+
+from wss_monai.losses.base import UNANNOTATED, LossTerm
+from wss_monai.losses.lagrangian import LagrangianProposalLoss, Proposals
+from wss_monai.losses.log_barrier import LogBarrierPenalty, extended_log_barrier
+from wss_monai.losses.partial_ce import CrossEntropy, PartialCrossEntropy
+from wss_monai.losses.priors import CentroidPenalty, ClassProportionKL, ClassRatioPenalty, EntropyMinimization, MomentPenalty
+from wss_monai.losses.size import SizeConstraintTerm, SizePenalty, bounds_from_tags
+from wss_monai.losses.weak_supervision import TERM_REGISTRY, WeakSupervisionLoss, build_term, register_term, resolve_term
+
+__all__ = [
+    "UNANNOTATED",
+    "LossTerm",
+    "PartialCrossEntropy",
+    "CrossEntropy",
+    "SizeConstraintTerm",
+    "SizePenalty",
+    "bounds_from_tags",
+    "LogBarrierPenalty",
+    "extended_log_barrier",
+    "LagrangianProposalLoss",
+    "Proposals",
+    "EntropyMinimization",
+    "ClassProportionKL",
+    "ClassRatioPenalty",
+    "MomentPenalty",
+    "CentroidPenalty",
+    "WeakSupervisionLoss",
+    "TERM_REGISTRY",
+    "register_term",
+    "resolve_term",
+    "build_term",
+]

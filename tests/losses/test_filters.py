@@ -1,0 +1,178 @@
+"""Affinity filters: exact against explicit pixel-pair loops, bilateral grid against exact, adjointness, errors."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import pytest
+import torch
+
+from wss_monai.losses.filters import AffinityFilter, BilateralGridAffinity, ExactAffinity, GridTooLargeError
+
+
+def smooth_phantom(batch: int, size: int, channels: int = 1, noise: float = 0.05, seed: int = 0) -> torch.Tensor:
+    """MR-like test images in about [0, 1]: a gradient background, a disc with an inner disc, noise."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij")
+    images = []
+    for _ in range(batch):
+        chans = []
+        for c in range(channels):
+            cy, cx = (0.3 * torch.randn(2, generator=g)).tolist()
+            r = ((xx - cx) ** 2 + (yy - cy) ** 2).sqrt()
+            img = 0.3 + 0.2 * xx + (0.5 - 0.1 * c) * (r < 0.4).float() + 0.2 * (r < 0.15).float()
+            chans.append(img + noise * torch.randn(size, size, generator=g))
+        images.append(torch.stack(chans))
+    return torch.stack(images)
+
+
+def smooth_probs(batch: int, classes: int, size: int, seed: int = 1) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(batch, classes, size, size, generator=g).cumsum(-1).cumsum(-2) / 6
+    return torch.softmax(logits, dim=1)
+
+
+def loop_affinity(image: torch.Tensor, sigma_xy: float, sigmas: list[float], include_self: bool = True) -> torch.Tensor:
+    """W (B, N, N) with explicit Python loops over pixel pairs (the definition in the module docstring)."""
+    b, ci, h, w = image.shape
+    n = h * w
+    out = torch.zeros(b, n, n, dtype=torch.float64)
+    img = image.double()
+    for bi in range(b):
+        for i in range(n):
+            yi, xi = divmod(i, w)
+            for j in range(n):
+                if i == j and not include_self:
+                    continue
+                yj, xj = divmod(j, w)
+                e = ((yi - yj) ** 2 + (xi - xj) ** 2) / (2 * sigma_xy**2)
+                for c in range(ci):
+                    e += float(img[bi, c, yi, xi] - img[bi, c, yj, xj]) ** 2 / (2 * sigmas[c] ** 2)
+                out[bi, i, j] = math.exp(-e)
+    return out
+
+
+def relative_error(fast: torch.Tensor, exact: torch.Tensor) -> float:
+    """||fast - exact||_F / ||exact||_F over the whole batch (the documented tolerance measure)."""
+    return float((fast - exact).norm() / exact.norm())
+
+
+@pytest.mark.parametrize("include_self", [True, False])
+def test_exact_filter_matches_pair_loops(include_self):
+    torch.manual_seed(0)
+    image = torch.rand(2, 2, 6, 7)
+    values = torch.rand(2, 3, 6, 7)
+    filt = AffinityFilter(2.5, [0.3, 0.5], method="exact", include_self=include_self)
+    op = filt.prepare(image)
+    assert isinstance(op, ExactAffinity)
+    w = loop_affinity(image, 2.5, [0.3, 0.5], include_self)
+    expected = torch.einsum("bij,bcj->bci", w, values.double().reshape(2, 3, 42)).reshape(2, 3, 6, 7)
+    torch.testing.assert_close(op(values).double(), expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(op.matrix().double(), w, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(op.degree().double(), w.sum(-1).reshape(2, 1, 6, 7), atol=1e-5, rtol=1e-5)
+
+
+def test_exact_filter_blocks_give_same_result():
+    torch.manual_seed(1)
+    image, values = torch.rand(2, 1, 9, 8), torch.rand(2, 2, 9, 8)
+    full = AffinityFilter(3.0, 0.2, "exact").prepare(image)
+    feats = full.features
+    blocked = ExactAffinity(feats, 9, 8, block_elements=2 * 72 * 5)  # 5 rows per block
+    assert blocked.rows == 5
+    torch.testing.assert_close(blocked(values), full(values))
+
+
+@pytest.mark.parametrize("sigma_xy,sigma_int", [(5.0, 0.1), (20.0, 0.05), (80.0, 0.06)])
+def test_fast_filter_within_tolerance_of_exact(sigma_xy, sigma_int):
+    image = smooth_phantom(2, 64)
+    probs = smooth_probs(2, 3, 64)
+    exact = AffinityFilter(sigma_xy, sigma_int, "exact").prepare(image)
+    fast = AffinityFilter(sigma_xy, sigma_int, "fast").prepare(image)
+    assert isinstance(fast, BilateralGridAffinity)
+    err = relative_error(fast(probs), exact(probs))
+    assert err < 0.05, err
+    assert relative_error(fast.degree(), exact.degree()) < 0.05
+
+
+def test_fast_filter_two_channels_within_tolerance():
+    image = smooth_phantom(1, 48, channels=2)
+    probs = smooth_probs(1, 2, 48)
+    exact = AffinityFilter(8.0, [0.15, 0.2], "exact").prepare(image)
+    fast = AffinityFilter(8.0, [0.15, 0.2], "fast").prepare(image)
+    assert len(fast.sizes) == 4
+    assert relative_error(fast(probs), exact(probs)) < 0.05
+
+
+def test_fast_filter_without_self_term_subtracts_identity():
+    image, probs = smooth_phantom(1, 32), smooth_probs(1, 2, 32)
+    with_self = AffinityFilter(4.0, 0.1, "fast").prepare(image)
+    without = AffinityFilter(4.0, 0.1, "fast", include_self=False).prepare(image)
+    torch.testing.assert_close(without(probs), with_self(probs) - probs, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["exact", "fast"])
+def test_filters_are_symmetric_and_gradcheck(method):
+    torch.manual_seed(2)
+    image = torch.rand(2, 1, 5, 6, dtype=torch.float64)
+    op = AffinityFilter(2.0, 0.3, method).prepare(image)
+    assert op.dtype == torch.float64
+    x, y = torch.rand(2, 2, 5, 6, dtype=torch.float64), torch.rand(2, 2, 5, 6, dtype=torch.float64)
+    torch.testing.assert_close((op(x) * y).sum(), (x * op(y)).sum())
+    x.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda v: op(v), (x,))
+
+
+def test_auto_picks_exact_for_small_and_fast_for_large():
+    assert isinstance(AffinityFilter(5.0, 0.1).prepare(torch.rand(1, 1, 8, 8)), ExactAffinity)
+    assert isinstance(AffinityFilter(5.0, 0.1).prepare(torch.rand(1, 1, 64, 64)), BilateralGridAffinity)
+
+
+def test_grid_budget_fast_raises_auto_falls_back():
+    image = torch.rand(1, 1, 40, 40) * 100.0
+    with pytest.raises(GridTooLargeError, match="max_cells"):
+        AffinityFilter(1.0, 0.01, "fast", max_cells=10_000).prepare(image)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        op = AffinityFilter(1.0, 0.01, "auto", max_cells=10_000, exact_max_pixels=10).prepare(image)
+    assert isinstance(op, ExactAffinity)
+    assert any("falling back" in str(w.message) for w in caught)
+
+
+def test_argument_errors_are_clear():
+    with pytest.raises(ValueError, match="method"):
+        AffinityFilter(5.0, 0.1, method="lattice")
+    with pytest.raises(ValueError, match="sigma_xy"):
+        AffinityFilter(0.0, 0.1)
+    with pytest.raises(ValueError, match="sigma_intensity"):
+        AffinityFilter(5.0, -1.0)
+    with pytest.raises(ValueError, match="2 values but the image has 1"):
+        AffinityFilter(5.0, [0.1, 0.2]).prepare(torch.rand(1, 1, 8, 8))
+    op = AffinityFilter(5.0, 0.1).prepare(torch.rand(1, 1, 8, 8))
+    with pytest.raises(ValueError, match="prepared for maps"):
+        op(torch.rand(1, 2, 8, 9))
+
+
+def test_uniform_image_and_zero_values_are_finite():
+    image = torch.full((1, 1, 40, 40), 0.5)
+    op = AffinityFilter(5.0, 0.1, "fast").prepare(image)
+    assert torch.isfinite(op(torch.zeros(1, 2, 40, 40))).all()
+    assert torch.isfinite(op.degree()).all()
+    exact = AffinityFilter(5.0, 0.1, "exact").prepare(image)
+    assert relative_error(op.degree(), exact.degree()) < 0.05
+
+
+def test_autocast_computes_in_float32():
+    image, probs = smooth_phantom(1, 32), smooth_probs(1, 2, 32)
+    op = AffinityFilter(4.0, 0.1, "fast").prepare(image)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = op(probs.bfloat16())
+    assert out.dtype == torch.float32
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_fast_filter_on_gpu_matches_cpu():
+    image, probs = smooth_phantom(2, 48), smooth_probs(2, 3, 48)
+    cpu = AffinityFilter(6.0, 0.1, "fast").prepare(image)(probs)
+    gpu = AffinityFilter(6.0, 0.1, "fast").prepare(image.cuda())(probs.cuda())
+    torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-4, rtol=1e-4)

@@ -1,0 +1,142 @@
+"""Your own data: NIfTI, MetaImage, NRRD files or DICOM series folders, paired by a pattern or a CSV.
+
+Pattern pairing: ``images="imagesTr/{case}.nii.gz", labels="labelsTr/{case}.nii.gz"``: every path
+under the source folder (files and folders, relative, with ``/``) that matches ``images`` is an
+image, and its label is ``labels`` with the same placeholders filled in. ``{case}`` is required;
+``{patient}`` is optional and groups several volumes of one patient into the same split (without
+it each case is its own patient). A DICOM series is a folder: ``images="{case}/t2"``.
+
+CSV pairing: a file with columns ``image`` and ``label`` (paths relative to the source folder, or
+absolute) and optionally ``patient`` and ``case``.
+
+See data_prep/README.md for a worked example.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+
+from data_prep.errors import InputError
+from data_prep.sources import Case, SourceSpec, check_unique_volumes, require_folder, require_label
+
+SPEC = SourceSpec(
+    name="custom",
+    label_names={},
+    label_values=frozenset({0}),
+    default_targets="1",
+    slice_axis=2,
+    val="0.2",
+    test="0",
+    weak="erosion,random_disc,centroid_disc,box,scribble",
+    notes="slices along the last file axis unless --slice-axis says otherwise",
+)
+PLACEHOLDER = re.compile(r"\{(case|patient)\}")
+UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def pattern_regex(pattern: str) -> re.Pattern:
+    """A regex for ``pattern``: literal text, ``{case}`` and ``{patient}`` each one or more characters but '/'."""
+    if "{case}" not in pattern:
+        raise InputError(None, f"image pattern {pattern!r} must contain {{case}}")
+    parts, seen, position = [], set(), 0
+    for match in PLACEHOLDER.finditer(pattern):
+        parts.append(re.escape(pattern[position : match.start()]))
+        name = match.group(1)
+        parts.append(f"(?P={name})" if name in seen else f"(?P<{name}>[^/]+?)")
+        seen.add(name)
+        position = match.end()
+    parts.append(re.escape(pattern[position:]))
+    return re.compile("".join(parts))
+
+
+def find_cases(src: str | Path, images: str | None = None, labels: str | None = None, listing: str | Path | None = None) -> list[Case]:
+    """Cases from a pattern pair (``images`` + ``labels``) or from a CSV ``listing``."""
+    src = require_folder(src)
+    if listing is not None:
+        cases = _cases_from_csv(src, Path(listing))
+    elif images and labels:
+        cases = _cases_from_patterns(src, images, labels)
+    else:
+        raise InputError(None, "custom data needs --images and --labels patterns, or --csv")
+    if not cases:
+        where = listing if listing is not None else src
+        raise InputError(where, "no cases found" + (f" matching {images!r}" if listing is None else ""))
+    return check_unique_volumes(cases, src)
+
+
+def _cases_from_patterns(src: Path, images: str, labels: str) -> list[Case]:
+    regex = pattern_regex(images)
+    unknown = set(PLACEHOLDER.findall(labels)) - set(PLACEHOLDER.findall(images))
+    if unknown:
+        raise InputError(None, f"label pattern {labels!r} uses {{{', '.join(sorted(unknown))}}} not in the image pattern")
+    label_relpaths = set()
+    matches = []
+    for path in sorted(src.rglob("*")):
+        relpath = path.relative_to(src).as_posix()
+        match = regex.fullmatch(relpath)
+        if match:
+            matches.append((path, match.groupdict()))
+    cases = []
+    for path, fields in matches:
+        label_relpath = labels.format(**fields)
+        if label_relpath == path.relative_to(src).as_posix():
+            continue
+        label_relpaths.add(label_relpath)
+        case_id = fields["case"]
+        patient = fields.get("patient") or case_id
+        volume = case_id if "patient" not in fields or case_id.startswith(patient) else f"{patient}_{case_id}"
+        cases.append(_case(patient, volume, path, src / label_relpath))
+    # A label pattern that also matches the image pattern (e.g. "{case}_seg.nii" vs "{case}.nii") lists
+    # label files as images: drop those.
+    return [c for c in cases if c.image.relative_to(src).as_posix() not in label_relpaths]
+
+
+def _cases_from_csv(src: Path, listing: Path) -> list[Case]:
+    if not listing.is_file():
+        raise InputError(listing, "CSV listing not found")
+    try:
+        with listing.open(newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise InputError(listing, f"cannot read the CSV listing ({err})") from None
+    if not rows:
+        return []
+    missing = {"image", "label"} - set(rows[0])
+    if missing:
+        raise InputError(listing, f"CSV listing lacks column(s) {', '.join(sorted(missing))} (needs image,label[,patient][,case])")
+    cases = []
+    for number, row in enumerate(rows, start=2):
+        image = _resolve(src, row["image"])
+        label = _resolve(src, row["label"])
+        if not row["image"].strip() or not row["label"].strip():
+            raise InputError(listing, f"line {number}: empty image or label path")
+        case_id = (row.get("case") or "").strip() or _stem(image)
+        patient = (row.get("patient") or "").strip() or case_id
+        cases.append(_case(patient, case_id, image, label))
+    return cases
+
+
+def _case(patient: str, volume: str, image: Path, label: Path) -> Case:
+    if not image.exists():
+        raise InputError(image, "image file missing")
+    return Case(patient=_safe(patient), volume=_safe(volume), image=image, label=require_label(image, label))
+
+
+def _resolve(src: Path, text: str) -> Path:
+    path = Path(text.strip())
+    return path if path.is_absolute() else src / path
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for suffix in (".nii.gz", ".nii", ".mhd", ".mha", ".nrrd", ".nhdr"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _safe(name: str) -> str:
+    """A file-name-safe id: runs of other characters become '_'."""
+    return UNSAFE.sub("_", name).strip("_") or "case"

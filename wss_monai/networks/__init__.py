@@ -1,1 +1,5 @@
 """Segmentation networks used by the papers (ENet, residual U-Net)."""
+
+from wss_monai.networks.enet import ENet
+
+__all__ = ["ENet"]

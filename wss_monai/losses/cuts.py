@@ -1,0 +1,154 @@
+"""Normalized cut and kernel cut losses of Tang et al., "On Regularized Losses for Weakly-supervised CNN
+Segmentation" (ECCV 2018), eq. 5 and eq. 6, gradient eq. 12."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from wss_monai.losses.base import LossTerm, reduce
+from wss_monai.losses.dense_crf import check_scale, potts_energy, prepare_maps
+from wss_monai.losses.filters import AffinityFilter, AffinityOperator, autocast_off
+
+EPS = 1e-12
+"""Added to each class's weighted size d^T S_k; its square stays representable in float32."""
+
+
+def normalized_cut(probs: torch.Tensor, filtered: torch.Tensor, degree: torch.Tensor) -> torch.Tensor:
+    """Per image ``sum_k [1 - S_k^T W S_k / (d^T S_k)]`` = eq. 5 (W symmetric), shape (B,).
+
+    ``filtered`` is ``W S`` and ``degree`` is ``d = W 1``. A class absent from an image
+    (``d^T S_k = 0``) contributes its limit 1 and no gradient, instead of 0/0.
+    """
+    assoc = (probs * filtered).sum(dim=(2, 3))  # (B, C): S_k^T W S_k
+    volume = (probs * degree).sum(dim=(2, 3))  # (B, C): d^T S_k
+    return (1.0 - assoc / (volume + EPS)).sum(dim=1)
+
+
+class NormalizedCutLoss(LossTerm):
+    """Normalized cut loss, Tang et al. (ECCV 2018) eq. 5: ``sum_k S_k^T W (1 - S_k) / (d^T S_k)``, d = W 1.
+
+    Each class has its own denominator (its weighted size). It is computed in the equivalent
+    constant form ``K - sum_k S_k^T W S_k / (d^T S_k)`` (W symmetric), which also gives the limit
+    for a class absent from an image (it contributes 1). The value per image lies in [0, K] and
+    is already independent of image size: it is not divided by the number of pixels.
+    ``reduction="mean"`` averages it over images.
+
+    Gradient (eq. 12, normalized-cut part, exact):
+    ``dR/dS_k = (S_k^T W S_k / (d^T S_k)^2) d - 2 W S_k / (d^T S_k)``.
+
+    W is the dense Gaussian over position and intensity of :mod:`wss_monai.losses.filters`.
+
+    Args:
+        sigma_xy: spatial bandwidth in pixels of the probability map (scaled with ``scale_factor``).
+        sigma_intensity: intensity bandwidth in the image's units (one value or one per channel).
+        filter: ``"exact"``, ``"fast"`` (bilateral grid) or ``"auto"``.
+        scale_factor: downscale probabilities and image by this factor in (0, 1] first.
+        include_self: keep the self-affinity ``W_ii = 1`` (also in d).
+        cells_per_sigma: bilateral-grid sampling.
+        reduction: ``"mean"`` (over images), ``"sum"`` or ``"none"`` (shape (B,)).
+
+    Batch keys read: ``image`` (B, Ci, H, W) or an integer multiple of the prediction's size.
+
+    Example::
+
+        >>> import torch
+        >>> loss = NormalizedCutLoss(sigma_xy=10.0, sigma_intensity=0.1)
+        >>> probs = torch.softmax(torch.randn(2, 4, 64, 64), dim=1)
+        >>> value = loss(probs, image=torch.rand(2, 1, 64, 64))
+    """
+
+    def __init__(self, sigma_xy: float = 80.0, sigma_intensity: float | Sequence[float] = 0.06,
+                 filter: str = "auto", scale_factor: float = 1.0, include_self: bool = True,
+                 cells_per_sigma: float = 2.0, reduction: str = "mean") -> None:
+        super().__init__()
+        self.affinity = AffinityFilter(sigma_xy, sigma_intensity, filter, include_self, cells_per_sigma)
+        self.scale_factor = check_scale(scale_factor)
+        self.reduction = self._check_reduction(reduction)
+
+    def forward(self, probs: torch.Tensor, image: torch.Tensor | None = None, **_: object) -> torch.Tensor:
+        probs = self._check_probs(probs)
+        image = self._require("image", image)
+        with autocast_off(probs.device):
+            probs, image = prepare_maps(type(self).__name__, probs, image, self.scale_factor)
+            op: AffinityOperator = self.affinity.scaled(self.scale_factor).prepare(image, probs.dtype)
+            values = normalized_cut(probs, op(probs), op.degree())
+        return reduce(values, self.reduction)
+
+
+class KernelCutLoss(LossTerm):
+    """Kernel cut loss, Tang et al. (ECCV 2018) eq. 6: ``sum_k S_k^T W (1 - S_k) + gamma * sum_k S_k^T W^ (1 - S_k) / (d^T S_k)``.
+
+    As the paper writes it, the kernel cut loss is a linear combination of the CRF loss (eq. 4,
+    affinity W) and the normalized cut loss (eq. 5, affinity W^ "which can be different from W",
+    d = W^ 1): the normalized cut term is the balanced "colour clustering" term and the CRF term
+    the pairwise edge alignment; there is no further term. Eq. 6 prints the second affinity as
+    W-dot and eq. 5/12 as W-hat: both are read as the same matrix W^. Here:
+
+    ``value = DenseCRFLoss(W) + gamma * NormalizedCutLoss(W^)``
+
+    with the normalisations of those two classes (the CRF energy per pixel, the normalized cut
+    per image), so ``gamma`` here equals the paper's gamma divided by N (pixels per image at the
+    evaluated resolution). ``nc_sigma_xy`` / ``nc_sigma_intensity`` set W^; left as None they
+    equal W's, and one filtering serves both terms.
+
+    Gradient (eq. 12): ``dR/dS_k = -2 W S_k + gamma (S_k^T W^ S_k / (d^T S_k)^2) d - gamma 2 W^ S_k / (d^T S_k)``;
+    as for eq. 11 the exact gradient of the CRF part has an extra ``W 1`` (divided by N), equal for
+    every class, that vanishes through the softmax.
+
+    Args:
+        sigma_xy, sigma_intensity: bandwidths of the CRF affinity W (pixels of the probability
+            map; image intensity units).
+        gamma: weight of the normalized cut term (>= 0).
+        nc_sigma_xy, nc_sigma_intensity: bandwidths of W^ (None: same as W).
+        filter: ``"exact"``, ``"fast"`` (bilateral grid) or ``"auto"``.
+        scale_factor: downscale probabilities and image by this factor in (0, 1] first.
+        include_self: keep the self-affinity ``W_ii = 1`` in both affinities.
+        cells_per_sigma: bilateral-grid sampling.
+        reduction: ``"mean"`` (over images), ``"sum"`` or ``"none"`` (shape (B,)).
+
+    Batch keys read: ``image`` (B, Ci, H, W) or an integer multiple of the prediction's size.
+
+    Example::
+
+        >>> import torch
+        >>> loss = KernelCutLoss(sigma_xy=10.0, sigma_intensity=0.1, gamma=1.0)
+        >>> probs = torch.softmax(torch.randn(2, 4, 64, 64), dim=1)
+        >>> value = loss(probs, image=torch.rand(2, 1, 64, 64))
+    """
+
+    def __init__(self, sigma_xy: float = 80.0, sigma_intensity: float | Sequence[float] = 0.06,
+                 gamma: float = 1.0, nc_sigma_xy: float | None = None,
+                 nc_sigma_intensity: float | Sequence[float] | None = None, filter: str = "auto",
+                 scale_factor: float = 1.0, include_self: bool = True, cells_per_sigma: float = 2.0,
+                 reduction: str = "mean") -> None:
+        super().__init__()
+        if not float(gamma) >= 0.0:
+            raise ValueError(f"gamma must be >= 0, got {gamma!r}.")
+        self.gamma = float(gamma)
+        self.affinity = AffinityFilter(sigma_xy, sigma_intensity, filter, include_self, cells_per_sigma)
+        self.shared = nc_sigma_xy is None and nc_sigma_intensity is None
+        self.nc_affinity = AffinityFilter(
+            sigma_xy if nc_sigma_xy is None else nc_sigma_xy,
+            sigma_intensity if nc_sigma_intensity is None else nc_sigma_intensity,
+            filter, include_self, cells_per_sigma,
+        )
+        self.scale_factor = check_scale(scale_factor)
+        self.reduction = self._check_reduction(reduction)
+
+    def forward(self, probs: torch.Tensor, image: torch.Tensor | None = None, **_: object) -> torch.Tensor:
+        probs = self._check_probs(probs)
+        image = self._require("image", image)
+        with autocast_off(probs.device):
+            probs, image = prepare_maps(type(self).__name__, probs, image, self.scale_factor)
+            op = self.affinity.scaled(self.scale_factor).prepare(image, probs.dtype)
+            filtered, degree = op(probs), op.degree()
+            n = probs.shape[-2] * probs.shape[-1]
+            values = potts_energy(probs, filtered, degree) / n
+            if self.gamma:
+                if not self.shared:
+                    nc_op = self.nc_affinity.scaled(self.scale_factor).prepare(image, probs.dtype)
+                    filtered, degree = nc_op(probs), nc_op.degree()
+                values = values + self.gamma * normalized_cut(probs, filtered, degree)
+        return reduce(values, self.reduction)

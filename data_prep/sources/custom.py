@@ -71,26 +71,25 @@ def _cases_from_patterns(src: Path, images: str, labels: str) -> list[Case]:
     unknown = set(PLACEHOLDER.findall(labels)) - set(PLACEHOLDER.findall(images))
     if unknown:
         raise InputError(None, f"label pattern {labels!r} uses {{{', '.join(sorted(unknown))}}} not in the image pattern")
-    label_relpaths = set()
     matches = []
     for path in sorted(src.rglob("*")):
         relpath = path.relative_to(src).as_posix()
         match = regex.fullmatch(relpath)
         if match:
-            matches.append((path, match.groupdict()))
+            matches.append((relpath, match.groupdict()))
+    label_of = {relpath: labels.format(**fields) for relpath, fields in matches}
+    # A label pattern that the image pattern also matches ("{case}_seg.nii" vs "{case}.nii") would
+    # list the label files as images too: a match that is another match's label is not an image.
+    label_relpaths = set(label_of.values())
     cases = []
-    for path, fields in matches:
-        label_relpath = labels.format(**fields)
-        if label_relpath == path.relative_to(src).as_posix():
+    for relpath, fields in matches:
+        if relpath in label_relpaths:
             continue
-        label_relpaths.add(label_relpath)
         case_id = fields["case"]
         patient = fields.get("patient") or case_id
         volume = case_id if "patient" not in fields or case_id.startswith(patient) else f"{patient}_{case_id}"
-        cases.append(_case(patient, volume, path, src / label_relpath))
-    # A label pattern that also matches the image pattern (e.g. "{case}_seg.nii" vs "{case}.nii") lists
-    # label files as images: drop those.
-    return [c for c in cases if c.image.relative_to(src).as_posix() not in label_relpaths]
+        cases.append(_case(patient, volume, src / relpath, src / label_of[relpath]))
+    return cases
 
 
 def _cases_from_csv(src: Path, listing: Path) -> list[Case]:

@@ -48,6 +48,15 @@ def erosion_seed(mask: np.ndarray, iterations: int = 10) -> np.ndarray:
     """The mask eroded ``iterations`` times, or the last non-empty erosion; empty only for an empty mask."""
     if not mask.any():
         return np.zeros_like(mask, dtype=bool)
+    # Erode only the object's bounding box plus a ring of zeros: the same result as on the whole
+    # slice (outside is background either way), at a fraction of the cost.
+    window = _bounding_window(mask, pad=1)
+    seed = np.zeros_like(mask, dtype=bool)
+    seed[window] = _erode_repeatedly(mask[window], iterations)
+    return seed
+
+
+def _erode_repeatedly(mask: np.ndarray, iterations: int) -> np.ndarray:
     # n successive single erosions equal one erosion with n iterations, so stepping one at a
     # time finds "the largest n <= iterations that leaves something" without restarting.
     current = mask.astype(bool)
@@ -101,7 +110,9 @@ def scribble_seed(mask: np.ndarray, iterations: int = 10) -> np.ndarray:
     core = erosion_seed(mask, iterations)
     if not core.any():
         return core
-    line = skeletonize(core)
+    window = _bounding_window(core, pad=1)
+    line = np.zeros_like(core)
+    line[window] = skeletonize(core[window])
     return line if line.any() else core
 
 
@@ -127,6 +138,16 @@ def disc(shape: tuple[int, int], centre, radius: int) -> np.ndarray:
     rows = np.arange(shape[0])[:, None] - int(centre[0])
     cols = np.arange(shape[1])[None, :] - int(centre[1])
     return rows * rows + cols * cols <= radius * radius
+
+
+def _bounding_window(mask: np.ndarray, pad: int) -> tuple[slice, slice]:
+    """Slices of the mask's bounding box grown by ``pad`` (clipped to the array)."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    return (
+        slice(max(rows[0] - pad, 0), min(rows[-1] + pad + 1, mask.shape[0])),
+        slice(max(cols[0] - pad, 0), min(cols[-1] + pad + 1, mask.shape[1])),
+    )
 
 
 def _deepest_pixel(mask: np.ndarray) -> np.ndarray:

@@ -1,0 +1,803 @@
+"""MLflow glue shared by the bundles and the pipelines.
+
+Conventions (see DESIGN.md, "Tracking"):
+
+- the default store is a SQLite file in the working folder, ``sqlite:///<abs cwd>/mlruns.db``
+  (MLflow 3 refuses its old file store); a server URL (``http://host:port``) works the same way;
+- one experiment per dataset and target (``acdc-lv``), one run per training, named after its
+  regime and seed plus a unique suffix (MLflow otherwise resumes an unfinished run of that name);
+- params are the whole resolved config, flattened (``optimizer.lr``) and cut to MLflow's limits;
+  metrics are logged per epoch (step = epoch); artifacts are files and folders.
+
+Example::
+
+    from wss_monai import tracking
+
+    with tracking.tracked_run("acdc-lv", regime="individual", seed=0, config=cfg) as run:
+        for epoch in range(epochs):
+            run.log_metrics({"train_loss": loss, "val_dice_3d_mean": dice}, epoch=epoch)
+        run.log_artifacts("checkpoints/best.pt", "dice_curves.png")
+    table = tracking.runs_dataframe("acdc-lv", best_of=["val_dice_3d_mean"])
+
+``python -m wss_monai.tracking serve`` starts a local MLflow server (UI and REST API) on
+127.0.0.1 over the default store and prints its URL.
+
+MLflow is imported lazily: importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import contextlib
+import datetime as _dt
+import hashlib
+import ipaddress
+import json
+import math
+import os
+import posixpath
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+import warnings
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "DEFAULT_DB_NAME",
+    "default_tracking_uri",
+    "resolve_tracking_uri",
+    "experiment_name",
+    "unique_run_name",
+    "flatten_config",
+    "metric_key",
+    "TrackedRun",
+    "start_run",
+    "tracked_run",
+    "runs_dataframe",
+    "ui_command",
+    "LocalServer",
+    "start_local_server",
+    "main",
+]
+
+DEFAULT_DB_NAME = "mlruns.db"
+DEFAULT_ARTIFACTS_DIR = "mlartifacts"
+
+# MLflow 3 limits (mlflow.utils.validation.MAX_PARAM_VAL_LENGTH / MAX_ENTITY_KEY_LENGTH), kept
+# here so that flattening a config does not import MLflow; the tests check they still agree.
+MAX_PARAM_VALUE_LENGTH = 6000
+MAX_KEY_LENGTH = 250
+
+_SQL_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
+_REMOTE_SCHEMES = ("http", "https", "databricks", "databricks-uc")
+
+
+# --------------------------------------------------------------------------------------------
+# where runs go
+
+
+def default_tracking_uri(workdir: str | os.PathLike | None = None) -> str:
+    """``sqlite:///<abs workdir>/mlruns.db``, the working folder by default.
+
+    Example::
+
+        >>> default_tracking_uri("/data/exp")
+        'sqlite:////data/exp/mlruns.db'
+    """
+    folder = Path(workdir) if workdir is not None else Path.cwd()
+    return f"sqlite:///{(folder / DEFAULT_DB_NAME).resolve()}"
+
+
+def resolve_tracking_uri(uri: str | os.PathLike | None = None, workdir: str | os.PathLike | None = None) -> str:
+    """The tracking URI to use for ``uri`` (None or "" = :func:`default_tracking_uri`).
+
+    - ``http(s)://host:port`` (a tracking server) and database URLs are returned as given,
+      except that a relative SQLite path is made absolute (against ``workdir`` or the cwd), so
+      that a later change of folder does not silently open another database;
+    - a path to a ``.db``/``.sqlite`` file becomes a SQLite URI;
+    - ``file:`` URIs and folders (MLflow's old file store) are refused with a clear message.
+    """
+    if uri is None or str(uri).strip() == "":
+        return default_tracking_uri(workdir)
+    text = str(uri).strip()
+    base = Path(workdir) if workdir is not None else Path.cwd()
+    scheme = text.split(":", 1)[0].lower() if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", text) else ""
+    if scheme in _REMOTE_SCHEMES:
+        return text.rstrip("/")
+    if scheme == "sqlite":
+        prefix = "sqlite:///"
+        if text.startswith(prefix) and not text.startswith(prefix + "/") and text != prefix + ":memory:":
+            return f"{prefix}{(base / text[len(prefix):]).resolve()}"
+        return text
+    if scheme.split("+")[0] in _SQL_SCHEMES:
+        return text
+    if scheme == "file" or (not scheme and not text.lower().endswith((".db", ".sqlite", ".sqlite3"))):
+        raise ValueError(
+            f"tracking URI {text!r} is an MLflow file store, which MLflow 3 refuses; use a SQLite file "
+            f"such as {default_tracking_uri(workdir)!r} (the default) or a server URL (http://host:port)."
+        )
+    if scheme:
+        raise ValueError(f"tracking URI {text!r} has an unknown scheme {scheme!r}.")
+    return f"sqlite:///{(base / text).resolve()}"
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI, else None."""
+    if uri.startswith("sqlite:///") and not uri.endswith(":memory:"):
+        return Path(uri[len("sqlite:///") :])
+    return None
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^0-9a-z_]+", "-", str(text).strip().lower()).strip("-")
+
+
+def experiment_name(dataset: str, target: str | None = None) -> str:
+    """One experiment per dataset and target, e.g. ``experiment_name("ACDC", "LV") == "acdc-lv"``."""
+    parts = [_slug(dataset)] + ([_slug(target)] if target else [])
+    if not all(parts):
+        raise ValueError(f"experiment needs a non-empty dataset (and target) name, got {dataset!r}, {target!r}.")
+    return "-".join(parts)
+
+
+def unique_run_name(regime: str, seed: int | None = None, *, now: _dt.datetime | None = None) -> str:
+    """``<regime>-s<seed>-<YYYYmmdd-HHMMSS>-<6 hex>``: readable, sortable, never reused.
+
+    MLflow resumes an unfinished run that has the same name, so every training gets a fresh
+    name; the regime and seed are also logged as the tags ``regime`` and ``seed`` so reports
+    never parse names.
+
+    Example::
+
+        >>> unique_run_name("individual+gated_crf", 3)            # doctest: +SKIP
+        'individual+gated_crf-s3-20250101-120000-a1b2c3'
+    """
+    regime = str(regime).strip()
+    if not regime or re.search(r"\s", regime):
+        raise ValueError(f"regime must be a non-empty name without spaces (e.g. 'individual'), got {regime!r}.")
+    stamp = (now or _dt.datetime.now()).strftime("%Y%m%d-%H%M%S")
+    seed_part = f"-s{int(seed)}" if seed is not None else ""
+    return f"{regime}{seed_part}-{stamp}-{uuid.uuid4().hex[:6]}"
+
+
+# --------------------------------------------------------------------------------------------
+# params from a config
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:8]
+
+
+def metric_key(key: str) -> str:
+    """A name MLflow accepts for a param or metric, as close to ``key`` as possible.
+
+    Characters outside letters, digits, ``_ - . space : /`` become ``_``; ``/`` is kept as a
+    separator but empty, ``.`` and ``..`` path segments are removed (MLflow refuses names that
+    would resolve to another path); names longer than 250 characters are cut and end with a
+    hash of the full name, so that they stay distinct.
+    """
+    text = re.sub(r"[^\w\-. :/]", "_", str(key))
+    segments = [s if s.strip(".") else "_" for s in text.split("/") if s]
+    text = "/".join(segments) or "_"
+    if len(text) > MAX_KEY_LENGTH:
+        text = f"{text[: MAX_KEY_LENGTH - 9]}-{_short_hash(str(key))}"
+    return text
+
+
+def _param_value(value: Any) -> str:
+    """Strings as they are, other scalars and scalar lists as compact JSON (``true``, ``[1, 2]``)."""
+    if isinstance(value, str):
+        return value
+    if callable(getattr(value, "tolist", None)):
+        value = value.tolist()  # NumPy / torch scalars and arrays
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # JSON has no inf / nan
+    try:
+        return json.dumps(value, separators=(", ", ": "), default=str)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _truncate(value: str, limit: int) -> str:
+    if len(value) <= limit:
+        return value
+    marker = f" ...[truncated {len(value)} chars, sha1 {_short_hash(value)}]"
+    return value[: limit - len(marker)] + marker
+
+
+def _is_scalar(value: Any) -> bool:
+    return value is None or isinstance(value, (str, bool, int, float)) or getattr(value, "ndim", None) == 0
+
+
+def flatten_config(
+    config: Mapping[str, Any], sep: str = ".", max_value_length: int = MAX_PARAM_VALUE_LENGTH
+) -> dict[str, str]:
+    """Flatten a nested config into MLflow params: ``{"optimizer.lr": "0.0005", ...}``.
+
+    - nested mappings join their keys with ``sep``; lists of scalars become one JSON value
+      (``"[0.9, 0.99]"``), lists holding mappings or lists are indexed (``transforms.0._target_``);
+      empty containers are kept as ``{}`` / ``[]``;
+    - keys are made MLflow-safe with :func:`metric_key` (keys may contain ``/``); two keys that
+      become equal are told apart by a hash suffix instead of overwriting each other;
+    - values longer than ``max_value_length`` (MLflow's limit) are cut and say so, with the
+      length and a hash of the full value (log the full config as an artifact:
+      :meth:`TrackedRun.log_config` does).
+
+    Example::
+
+        >>> flatten_config({"optimizer": {"lr": 5e-4, "betas": [0.9, 0.99]}, "loss/size": {"w": 1e-2}})
+        {'optimizer.lr': '0.0005', 'optimizer.betas': '[0.9, 0.99]', 'loss/size.w': '0.01'}
+    """
+    flat: dict[str, str] = {}
+
+    def put(raw_key: str, value: Any) -> None:
+        key = metric_key(raw_key)
+        if key in flat:
+            key = metric_key(f"{key[: MAX_KEY_LENGTH - 9]}-{_short_hash(raw_key)}")
+        flat[key] = _truncate(_param_value(value), max_value_length)
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, Mapping):
+            if not value:
+                put(prefix, {})
+            for k, v in value.items():
+                walk(f"{prefix}{sep}{k}" if prefix else str(k), v)
+        elif isinstance(value, (list, tuple)) and not all(_is_scalar(v) for v in value):
+            for i, v in enumerate(value):
+                walk(f"{prefix}{sep}{i}" if prefix else str(i), v)
+        else:
+            put(prefix, list(value) if isinstance(value, tuple) else value)
+
+    if not isinstance(config, Mapping):
+        raise TypeError(f"config must be a mapping, got {type(config).__name__}.")
+    walk("", config)
+    return flat
+
+
+# --------------------------------------------------------------------------------------------
+# logging a run
+
+
+def _client(tracking_uri: str):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def _get_or_create_experiment(client, name: str, tracking_uri: str) -> str:
+    from mlflow.exceptions import MlflowException
+
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    artifact_location = None
+    db = _sqlite_path(tracking_uri)
+    if db is not None:
+        # beside the database, not in "./mlruns" of whatever folder this process runs in
+        artifact_location = (db.parent / DEFAULT_ARTIFACTS_DIR / _slug(name)).as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=artifact_location)
+    except MlflowException:
+        # another process created it between our two calls
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
+
+
+@dataclass
+class TrackedRun:
+    """One MLflow run, logged through an explicit client (no global active run).
+
+    Build it with :func:`start_run` or :func:`tracked_run`.
+    """
+
+    run_id: str
+    tracking_uri: str
+    experiment_id: str
+    run_name: str
+    client: Any = field(repr=False, default=None)
+
+    def __post_init__(self):
+        if self.client is None:
+            self.client = _client(self.tracking_uri)
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Log already-flat params (made MLflow-safe as in :func:`flatten_config`)."""
+        from mlflow.entities import Param
+
+        flat = flatten_config(dict(params))
+        self.client.log_batch(self.run_id, params=[Param(k, v) for k, v in flat.items()])
+
+    def log_config(self, config: Mapping[str, Any], artifact_file: str = "config.json") -> dict[str, str]:
+        """Log the flattened config as params and the full config as a JSON artifact.
+
+        Returns:
+            the params as logged.
+        """
+        from mlflow.entities import Param
+
+        flat = flatten_config(config)
+        self.client.log_batch(self.run_id, params=[Param(k, v) for k, v in flat.items()])
+        if artifact_file:
+            self.client.log_text(self.run_id, json.dumps(config, indent=2, default=str), artifact_file)
+        return flat
+
+    def log_metrics(self, metrics: Mapping[str, float], epoch: int | None = None) -> None:
+        """Log scalar metrics for one epoch (MLflow step = ``epoch``); NaN is kept (MLflow stores it).
+
+        Example: ``run.log_metrics({"train_loss": 0.3, "val_dice_3d_lv": 0.81}, epoch=4)``.
+        """
+        from mlflow.entities import Metric
+
+        timestamp = int(time.time() * 1000)
+        step = int(epoch) if epoch is not None else 0
+        batch = []
+        for key, value in metrics.items():
+            if hasattr(value, "item"):
+                value = value.item()
+            batch.append(Metric(metric_key(key), float(value), timestamp, step))
+        self.client.log_batch(self.run_id, metrics=batch)
+
+    def log_artifacts(self, *paths: str | os.PathLike, artifact_path: str | None = None) -> None:
+        """Log files and folders (a folder keeps its name: ``ckpt/`` -> ``<artifact_path>/ckpt/...``)."""
+        for path in map(Path, paths):
+            if path.is_dir():
+                target = posixpath.join(artifact_path, path.name) if artifact_path else path.name
+                self.client.log_artifacts(self.run_id, str(path), artifact_path=target)
+            elif path.is_file():
+                self.client.log_artifact(self.run_id, str(path), artifact_path=artifact_path)
+            else:
+                raise FileNotFoundError(f"no such file or folder to log as artifact: {path}")
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(self.run_id, tags=[RunTag(metric_key(k), str(v)) for k, v in tags.items()])
+
+    def finish(self, status: str = "FINISHED") -> None:
+        """Mark the run ended: ``FINISHED``, ``FAILED`` or ``KILLED``."""
+        self.client.set_terminated(self.run_id, status=status)
+
+
+def start_run(
+    experiment: str,
+    regime: str,
+    seed: int | None = None,
+    *,
+    tracking_uri: str | None = None,
+    run_name: str | None = None,
+    config: Mapping[str, Any] | None = None,
+    tags: Mapping[str, Any] | None = None,
+) -> TrackedRun:
+    """Create a run in ``experiment`` (created if needed) and return it, running.
+
+    Args:
+        experiment: experiment name, e.g. ``experiment_name("acdc", "lv")``.
+        regime: training regime (``individual``, ``hybrid_5``, ``partial+dense_crf``...).
+        seed: the run's seed.
+        tracking_uri: see :func:`resolve_tracking_uri`; None = SQLite in the cwd.
+        run_name: defaults to :func:`unique_run_name`; give a unique one if you pass it.
+        config: resolved config, logged with :meth:`TrackedRun.log_config`.
+        tags: extra tags; ``regime`` and ``seed`` are always set.
+    """
+    uri = resolve_tracking_uri(tracking_uri)
+    client = _client(uri)
+    experiment_id = _get_or_create_experiment(client, experiment, uri)
+    name = run_name or unique_run_name(regime, seed)
+    all_tags = {"regime": regime, **({"seed": str(seed)} if seed is not None else {}), **(tags or {})}
+    run = client.create_run(experiment_id, run_name=name, tags={metric_key(k): str(v) for k, v in all_tags.items()})
+    tracked = TrackedRun(run.info.run_id, uri, experiment_id, name, client)
+    if config is not None:
+        tracked.log_config(config)
+    return tracked
+
+
+@contextlib.contextmanager
+def tracked_run(experiment: str, regime: str, seed: int | None = None, **kwargs: Any) -> Iterator[TrackedRun]:
+    """:func:`start_run` as a context manager: the run ends ``FINISHED``, ``FAILED`` on an
+    exception, or ``KILLED`` on Ctrl+C."""
+    run = start_run(experiment, regime, seed, **kwargs)
+    try:
+        yield run
+    except KeyboardInterrupt:
+        run.finish("KILLED")
+        raise
+    except BaseException:
+        run.finish("FAILED")
+        raise
+    run.finish("FINISHED")
+
+
+# --------------------------------------------------------------------------------------------
+# reading runs back
+
+
+def runs_dataframe(
+    experiment: str,
+    tracking_uri: str | None = None,
+    *,
+    best_of: Sequence[str] = (),
+    best: str = "max",
+):
+    """All runs of an experiment as a pandas DataFrame, one row per run, oldest first.
+
+    Columns: ``run_id``, ``run_name``, ``regime``, ``seed``, ``status``, ``start_time``,
+    ``end_time`` (UTC timestamps), ``params.<key>`` (strings), ``metrics.<key>`` (the latest
+    value of each metric), ``tags.<key>``; and for each metric in ``best_of``,
+    ``best.<metric>`` and ``best_epoch.<metric>`` from its history (the papers report the best
+    epoch's validation 3D Dice).
+
+    Args:
+        experiment: experiment name.
+        tracking_uri: see :func:`resolve_tracking_uri`.
+        best_of: metrics whose best value over epochs is wanted.
+        best: ``"max"`` (Dice) or ``"min"`` (losses, HD95).
+
+    Raises:
+        ValueError: the experiment does not exist (the message lists those that do).
+    """
+    import pandas as pd
+
+    if best not in ("max", "min"):
+        raise ValueError(f"best must be 'max' or 'min', got {best!r}.")
+    uri = resolve_tracking_uri(tracking_uri)
+    client = _client(uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        names = sorted(e.name for e in client.search_experiments())
+        raise ValueError(f"no experiment {experiment!r} in {uri}; experiments there: {names}")
+
+    rows, token = [], None
+    while True:
+        page = client.search_runs([found.experiment_id], max_results=1000, page_token=token)
+        for run in page:
+            row = {
+                "run_id": run.info.run_id,
+                "run_name": run.info.run_name,
+                "regime": run.data.tags.get("regime"),
+                "seed": run.data.tags.get("seed"),
+                "status": run.info.status,
+                "start_time": pd.to_datetime(run.info.start_time, unit="ms", utc=True),
+                "end_time": pd.to_datetime(run.info.end_time, unit="ms", utc=True) if run.info.end_time else pd.NaT,
+            }
+            row.update({f"params.{k}": v for k, v in run.data.params.items()})
+            row.update({f"metrics.{k}": v for k, v in run.data.metrics.items()})
+            row.update({f"tags.{k}": v for k, v in run.data.tags.items() if not k.startswith("mlflow.")})
+            for key in best_of:
+                history = client.get_metric_history(run.info.run_id, key)
+                values = [(m.value, m.step) for m in history if not math.isnan(m.value)]
+                if values:
+                    value, step = (max if best == "max" else min)(values, key=lambda vs: vs[0])
+                else:
+                    value, step = math.nan, None
+                row[f"best.{key}"], row[f"best_epoch.{key}"] = value, step
+            rows.append(row)
+        token = page.token
+        if not token:
+            break
+    columns = ["run_id", "run_name", "regime", "seed", "status", "start_time", "end_time"]
+    frame = pd.DataFrame(rows, columns=None if rows else columns)
+    return frame.sort_values("start_time", ignore_index=True) if rows else frame
+
+
+def ui_command(tracking_uri: str | None = None) -> str:
+    """The shell command that opens the MLflow UI on a store, e.g. for a closing message."""
+    uri = resolve_tracking_uri(tracking_uri)
+    if uri.startswith(("http://", "https://")):
+        return f"open {uri} in a browser"
+    return f"mlflow ui --backend-store-uri {uri}"
+
+
+# --------------------------------------------------------------------------------------------
+# a local tracking server
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def _port_is_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+# local requests must not go through an HTTP proxy set in the environment
+_NO_PROXY_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def _answers(url: str, timeout: float = 2.0) -> bool:
+    try:
+        with _NO_PROXY_OPENER.open(f"{url}/health", timeout=timeout) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a live (non-zombie) process remains in process group ``pgid``."""
+    proc = Path("/proc")
+    if proc.is_dir():
+        # /proc rather than killpg(pgid, 0): an orphaned worker that exited stays a zombie
+        # until init reaps it (never, in some containers) and killpg still "finds" it
+        for stat in proc.glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(fields[2]) == pgid and fields[0] != "Z":  # fields: state, ppid, pgrp, ...
+                return True
+        return False
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass
+class LocalServer:
+    """Handle of an ``mlflow server`` started by :func:`start_local_server`.
+
+    The server runs in its own process group (whose id is ``pid``), so :meth:`stop` reaches the
+    uvicorn worker it spawns as well, and only processes this handle started.
+    """
+
+    url: str
+    pid: int
+    host: str
+    port: int
+    backend_store_uri: str
+    artifacts_dir: Path
+    log_path: Path
+    process: subprocess.Popen = field(repr=False)
+
+    def is_running(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """Stop the server: SIGTERM to its process group, SIGKILL after ``timeout`` seconds.
+
+        Returns once the server process has exited and been reaped. Safe to call twice.
+        """
+        atexit.unregister(self.stop)
+        pgid = self.pid  # start_new_session=True made the server its own group leader
+        if self.process.poll() is None or _group_alive(pgid):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and (self.process.poll() is None or _group_alive(pgid)):
+                time.sleep(0.1)
+            if _group_alive(pgid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pgid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=5)
+
+    def __enter__(self) -> LocalServer:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+def start_local_server(
+    port: int | None = None,
+    host: str = "127.0.0.1",
+    backend_store_uri: str | None = None,
+    artifacts_dir: str | os.PathLike | None = None,
+    timeout: float = 90.0,
+    workers: int = 1,
+    log_path: str | os.PathLike | None = None,
+) -> LocalServer:
+    """Start ``mlflow server`` as a subprocess and wait until it answers.
+
+    Args:
+        port: TCP port; None = a free one.
+        host: interface to bind; 127.0.0.1 (this machine only) by default. Anything else
+            exposes the UI and REST API to the network and is warned about.
+        backend_store_uri: where runs are stored (see :func:`resolve_tracking_uri`); None = the
+            SQLite file in the working folder.
+        artifacts_dir: where the server keeps artifacts it receives; None = ``mlartifacts``
+            beside the SQLite file (or in the cwd).
+        timeout: seconds to wait for ``/health`` to answer before giving up (the server is
+            then stopped and ``TimeoutError`` raised).
+        workers: uvicorn worker processes (MLflow's default is 4; 1 suits a laptop or tests).
+        log_path: file for the server's output; None = a temporary file.
+
+    Returns:
+        a :class:`LocalServer` with ``.url``, ``.pid`` and ``.stop()``; it is also a context
+        manager, and is stopped at interpreter exit if still running.
+
+    Example::
+
+        with start_local_server(backend_store_uri="sqlite:////tmp/x/mlruns.db") as server:
+            print(server.url)   # http://127.0.0.1:<port>
+    """
+    backend = resolve_tracking_uri(backend_store_uri)
+    if backend.startswith(("http://", "https://")):
+        raise ValueError(f"backend_store_uri must be a database, not a server URL: {backend!r}.")
+    db = _sqlite_path(backend)
+    if db is not None:
+        db.parent.mkdir(parents=True, exist_ok=True)
+    if artifacts_dir is None:
+        artifacts_dir = (db.parent if db is not None else Path.cwd()) / DEFAULT_ARTIFACTS_DIR
+    artifacts_dir = Path(artifacts_dir).resolve()
+    artifacts_dir.mkdir(parents=True, exist_ok=True)
+    if not _is_loopback(host):
+        warnings.warn(
+            f"binding the MLflow server to {host!r} exposes it beyond this machine; 127.0.0.1 keeps it local.",
+            stacklevel=2,
+        )
+    if port is None:
+        port = _free_port(host)
+    elif not _port_is_free(host, port):
+        raise OSError(f"port {port} on {host} is already in use; choose another or pass port=None.")
+    if log_path is None:
+        handle, name = tempfile.mkstemp(prefix="mlflow-server-", suffix=".log")
+        os.close(handle)
+        log_path = name
+    log_path = Path(log_path)
+
+    command = [
+        sys.executable, "-m", "mlflow", "server",
+        "--host", host,
+        "--port", str(port),
+        "--workers", str(workers),
+        "--backend-store-uri", backend,
+        "--artifacts-destination", str(artifacts_dir),
+    ]  # fmt: skip
+    env = dict(os.environ)
+    # MLflow 3 also starts a job runner for GenAI jobs: not needed to track runs, and heavy
+    env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=str(artifacts_dir.parent),
+            start_new_session=True,  # its own process group, stoppable as a whole
+        )
+    url_host = f"[{host}]" if ":" in host else ("127.0.0.1" if host in ("0.0.0.0", "") else host)
+    server = LocalServer(
+        url=f"http://{url_host}:{port}",
+        pid=process.pid,
+        host=host,
+        port=port,
+        backend_store_uri=backend,
+        artifacts_dir=artifacts_dir,
+        log_path=log_path,
+        process=process,
+    )
+    atexit.register(server.stop)
+
+    deadline = time.monotonic() + timeout
+    while not _answers(server.url):
+        if process.poll() is not None:
+            server.stop()
+            raise RuntimeError(
+                f"mlflow server exited with code {process.returncode} before answering; "
+                f"its log ({log_path}) ends with:\n{_tail(log_path)}"
+            )
+        if time.monotonic() > deadline:
+            server.stop()
+            raise TimeoutError(
+                f"mlflow server did not answer {server.url}/health within {timeout:g} s; "
+                f"its log ({log_path}) ends with:\n{_tail(log_path)}"
+            )
+        time.sleep(0.25)
+    return server
+
+
+# --------------------------------------------------------------------------------------------
+# command line
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m wss_monai.tracking",
+        description="MLflow tracking helpers of wss-monai.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser(
+        "serve",
+        help="start a local MLflow server (UI + REST API) and print its URL",
+        description="Start `mlflow server` on the given store, print its URL, stop on Ctrl+C.",
+    )
+    serve.add_argument("--port", type=int, default=None, help="TCP port (default: a free one)")
+    serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1, this machine only)")
+    serve.add_argument(
+        "--backend-store-uri",
+        "--tracking-uri",
+        dest="backend_store_uri",
+        default=None,
+        help=f"runs store (default: sqlite:///<cwd>/{DEFAULT_DB_NAME})",
+    )
+    serve.add_argument("--artifacts-dir", default=None, help=f"artifact folder (default: {DEFAULT_ARTIFACTS_DIR}/ beside the store)")
+    serve.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for the server to answer")
+
+    uri = commands.add_parser("uri", help="print the tracking URI that would be used, and the `mlflow ui` command")
+    uri.add_argument("--tracking-uri", default=None)
+
+    runs = commands.add_parser("runs", help="print the runs of an experiment as CSV")
+    runs.add_argument("experiment")
+    runs.add_argument("--tracking-uri", default=None)
+    runs.add_argument("--best-of", action="append", default=[], help="metric whose best epoch is wanted (repeatable)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _build_parser().parse_args(argv)
+    try:
+        if args.command == "uri":
+            resolved = resolve_tracking_uri(args.tracking_uri)
+            print(resolved)
+            print(ui_command(resolved))
+            return 0
+        if args.command == "runs":
+            runs_dataframe(args.experiment, args.tracking_uri, best_of=args.best_of).to_csv(sys.stdout, index=False)
+            return 0
+        server = start_local_server(
+            port=args.port,
+            host=args.host,
+            backend_store_uri=args.backend_store_uri,
+            artifacts_dir=args.artifacts_dir,
+            timeout=args.timeout,
+        )
+    except (ValueError, OSError, RuntimeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"MLflow server (UI and REST API): {server.url}")
+    print(f"  store: {server.backend_store_uri}\n  artifacts: {server.artifacts_dir}\n  log: {server.log_path}")
+    print(f"  log runs to it with --tracking_uri {server.url}; Ctrl+C stops it (pid {server.pid}).", flush=True)
+    try:
+        server.process.wait()
+        print(f"mlflow server exited with code {server.process.returncode}; see {server.log_path}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("stopping the server", file=sys.stderr)
+        return 0
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -304,3 +304,17 @@ def test_volume_scores_warns_on_gaps_and_missing_spacing():
     messages = " ".join(str(w.message) for w in record)
     assert "lacks 1 slice" in messages and "1 mm was assumed" in messages
     assert summary["n_slices"] == 2 and summary["dice_2d_nan_c1"] == 1.0
+
+
+def test_volume_scores_per_volume_table():
+    rng = np.random.default_rng(6)
+    volumes = make_volumes(rng, n_volumes=2)
+    scores = VolumeScores(num_classes=3)
+    feed_shuffled(scores, volumes, rng)
+    table = scores.scores()
+    assert list(table["volume"]) == ["case0", "case1"]
+    assert table["dice_3d"].shape == table["hd95"].shape == (2, 3)
+    assert table["dice_2d_one"].shape == (10, 3) and list(table["slice_index"][:5]) == [0, 1, 2, 3, 4]
+    pred, target, _ = volumes["case1"]
+    np.testing.assert_allclose(table["dice_2d_nan"][5:], dice_2d(pred, target, 3, empty="nan"), equal_nan=True)
+    np.testing.assert_allclose(table["dice_3d"][1], dice_3d(pred, target, [0] * 5, 3)[1][0], equal_nan=True)

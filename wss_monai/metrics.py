@@ -340,7 +340,8 @@ class VolumeScores:
 
     ``_mean`` is the mean over classes (foreground only unless ``include_background``) of the
     per-class averages. ``<class>`` is the class name (``class_names``, e.g. the ``labels`` of
-    dataset.json) or ``c<index>``.
+    dataset.json) or ``c<index>``. :meth:`scores` gives the unaveraged per-slice and
+    per-volume arrays behind these numbers.
 
     Args:
         num_classes: number of classes C, background included.
@@ -490,41 +491,65 @@ class VolumeScores:
         out[f"{prefix}_mean"] = float(_nanmean(per_class[list(self._classes())]))
         return out
 
-    def aggregate(self) -> dict[str, float]:
-        """Score everything received since the last :meth:`reset`; see the class docstring."""
+    def scores(self) -> dict[str, Any]:
+        """Unaveraged scores of everything received since the last :meth:`reset`.
+
+        Returns:
+            a dict with ``volume`` (V,) ids, ``dice_3d`` (V, C), ``hd95`` (V, C) in mm (absent
+            if ``hd95=False``), ``slice_volume`` (N,) and ``slice_index`` (N,) of every slice
+            received, and ``dice_2d_<convention>`` (N, C) for each convention. Column c is
+            class c. Use it for per-volume tables and plots; :meth:`aggregate` averages it.
+        """
         if not self._slices:
-            raise ValueError("VolumeScores.aggregate() called before any update().")
+            raise ValueError("VolumeScores has no slices: call update() before scoring.")
         stacked = self.volumes()
-        slice_counts, volume_counts = [], []
+        slice_counts, volume_counts, slice_volume, slice_index = [], [], [], []
         for vid, (pred, target, _) in stacked.items():
             counts = confusion_counts(pred, target, self.num_classes)
             # rows of gap-filled slices are not slices anybody predicted: leave them out of 2D
             slice_counts.append(counts[self._real_slice_mask(vid)])
             volume_counts.append(counts.sum(axis=0))
+            indices = sorted(self._slices[vid])
+            slice_volume += [vid] * len(indices)
+            slice_index += indices
         slice_counts = np.concatenate(slice_counts)
-
-        summary: dict[str, float] = {}
+        out: dict[str, Any] = {
+            "volume": np.array(list(stacked)),
+            "slice_volume": np.array(slice_volume),
+            "slice_index": np.array(slice_index),
+            "dice_3d": dice_from_counts(np.stack(volume_counts), empty=self.empty_3d),
+        }
         for convention in self.conventions:
-            per_slice = dice_from_counts(slice_counts, empty=convention)
-            summary.update(self._per_class(f"dice_2d_{convention}", _nanmean(per_slice, axis=0)))
-        per_volume = dice_from_counts(np.stack(volume_counts), empty=self.empty_3d)
-        summary.update(self._per_class("dice_3d", _nanmean(per_volume, axis=0)))
+            out[f"dice_2d_{convention}"] = dice_from_counts(slice_counts, empty=convention)
         if self.hd95:
             if self._spacing_guessed:
                 warnings.warn(
                     "some slices came without (row, column, slice) spacing: 1 mm was assumed, "
                     "so HD95 is partly in pixels.",
-                    stacklevel=2,
+                    stacklevel=3,
                 )
-            hd = np.stack(
+            out["hd95"] = np.stack(
                 [
                     hd95_mm(pred, target, spacing, self.num_classes, self.include_background, self.hd95_missing)
                     for pred, target, spacing in stacked.values()
                 ]
             )
-            summary.update(self._per_class("hd95", _nanmean(hd, axis=0)))
-        summary["n_slices"] = float(slice_counts.shape[0])
-        summary["n_volumes"] = float(len(stacked))
+        return out
+
+    def aggregate(self) -> dict[str, float]:
+        """Score everything received since the last :meth:`reset`; see the class docstring."""
+        if not self._slices:
+            raise ValueError("VolumeScores.aggregate() called before any update().")
+        scores = self.scores()
+        summary: dict[str, float] = {}
+        for convention in self.conventions:
+            per_class = _nanmean(scores[f"dice_2d_{convention}"], axis=0)
+            summary.update(self._per_class(f"dice_2d_{convention}", per_class))
+        summary.update(self._per_class("dice_3d", _nanmean(scores["dice_3d"], axis=0)))
+        if self.hd95:
+            summary.update(self._per_class("hd95", _nanmean(scores["hd95"], axis=0)))
+        summary["n_slices"] = float(len(scores["slice_index"]))
+        summary["n_volumes"] = float(len(scores["volume"]))
         return summary
 
     def _real_slice_mask(self, vid: Any) -> np.ndarray:

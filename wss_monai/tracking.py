@@ -111,6 +111,8 @@ def resolve_tracking_uri(uri: str | os.PathLike | None = None, workdir: str | os
     if uri is None or str(uri).strip() == "":
         return default_tracking_uri(workdir)
     text = str(uri).strip()
+    if text in ("databricks", "databricks-uc"):  # MLflow's own shorthands for hosted tracking
+        return text
     base = Path(workdir) if workdir is not None else Path.cwd()
     scheme = text.split(":", 1)[0].lower() if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", text) else ""
     if scheme in _REMOTE_SCHEMES:
@@ -400,7 +402,11 @@ def start_run(
     run = client.create_run(experiment_id, run_name=name, tags={metric_key(k): str(v) for k, v in all_tags.items()})
     tracked = TrackedRun(run.info.run_id, uri, experiment_id, name, client)
     if config is not None:
-        tracked.log_config(config)
+        try:
+            tracked.log_config(config)
+        except BaseException:
+            tracked.finish("FAILED")  # never leave a RUNNING run behind
+            raise
     return tracked
 
 

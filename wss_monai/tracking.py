@@ -794,6 +794,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"MLflow server (UI and REST API): {server.url}")
     print(f"  store: {server.backend_store_uri}\n  artifacts: {server.artifacts_dir}\n  log: {server.log_path}")
     print(f"  log runs to it with --tracking_uri {server.url}; Ctrl+C stops it (pid {server.pid}).", flush=True)
+
+    def _interrupt(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt  # the server is in its own session: stop it on our way out
+
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _interrupt)
     try:
         server.process.wait()
         print(f"mlflow server exited with code {server.process.returncode}; see {server.log_path}", file=sys.stderr)

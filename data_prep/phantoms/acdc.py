@@ -231,7 +231,7 @@ def draw_tissue(rng: np.random.Generator) -> tuple[dict, Intensities]:
         "bone": rng.uniform(0.3, 0.5), "csf": rng.uniform(0.7, 0.95), "aorta": rng.uniform(0.85, 1.05),
         "liver": rng.uniform(0.3, 0.48), "stomach": rng.uniform(0.4, 0.8),
     }
-    heart = Intensities(lv_blood=1.0, rv_blood=rng.uniform(0.86, 1.04), atrial_blood=rng.uniform(0.8, 1.0),
+    heart = Intensities(lv_blood=1.0, rv_blood=rng.uniform(0.93, 1.05), atrial_blood=rng.uniform(0.8, 1.0),
                         myocardium=myo, papillary=myo * rng.uniform(1.0, 1.3))
     return tissue, heart
 
@@ -262,12 +262,12 @@ def render(rng: np.random.Generator, patient: Patient) -> Cine:
     muscle_tex = 1.0 + 0.08 * smooth_field(rng, sub, (2.0, 2.0, 1.0))
 
     scale = float(np.exp(rng.uniform(np.log(150), np.log(1100))))
-    gain = bias_field(rng, grid.shape, grid.spacing, strength=rng.uniform(0.12, 0.3), scale_mm=140.0)
+    gain = bias_field(rng, grid.shape, grid.spacing, strength=rng.uniform(0.06, 0.18), scale_mm=180.0)
     # The anterior coil is closer to the heart: a gentle gradient along the patient's AP axis.
     post = np.asarray(patient.body_axes[1], dtype=FLOAT)
     x, y = grid.axis_mm(0).reshape(-1, 1, 1), grid.axis_mm(1).reshape(1, -1, 1)
-    fov = grid.shape[0] * grid.spacing[0]
-    gain *= 1.0 + rng.uniform(0.0, 0.5) * ((x - x.mean()) * post[0] + (y - y.mean()) * post[1]) / -fov
+    ap = (x - x.mean()) * post[0] + (y - y.mean()) * post[1]
+    gain *= np.clip(1.0 - rng.uniform(0.0, 0.25) * ap / 300.0, 0.5, 1.5)
     gain *= FLOAT(scale)
     sigma = scale * rng.uniform(0.025, 0.06)
     still = canvas.image * gain

@@ -18,22 +18,21 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "(TrainingData_Part1-3/CaseNN.mhd/.raw and segmentations) or the vertebral-body MR set "
         "(Img_XX.nii, Img_XX_Labels.nii). The same --seed gives byte-identical files. The folder "
         "appears only when complete.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("dataset", choices=sorted(DATASETS), help="which real layout to imitate")
-    parser.add_argument("--out", required=True, help="folder to create (must not exist, or be empty)")
-    parser.add_argument("--cases", type=int, default=None,
+    parser.add_argument("--out", required=True, metavar="RAW", help="folder to create (must not exist, or be empty)")
+    parser.add_argument("--cases", type=int, default=None, metavar="N",
                         help="number of patients/cases (default: the real training count: acdc 100, "
                         "promise12 50, vertebral 23; at most " + ", ".join(f"{k} {v}" for k, v in MAX_CASES.items()) + ")")
-    parser.add_argument("--seed", type=int, default=0, help="random seed; same seed, same bytes")
+    parser.add_argument("--seed", type=int, default=0, metavar="S", help="random seed; the same seed gives the same bytes (default 0)")
     parser.add_argument("--small", action="store_true",
                         help="tiny volumes (about 64 pixels square, a few slices) for tests and quick demos")
-    parser.add_argument("--workers", type=int, default=1, help="processes generating cases in parallel")
+    parser.add_argument("--workers", type=int, default=1, metavar="N", help="processes generating cases in parallel (default 1)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out")
     sizes = parser.add_argument_group("sizes (override the drawn ones; the spacing follows to keep the field of view)")
-    sizes.add_argument("--inplane", type=int, default=None, help="in-plane size in voxels (square)")
-    sizes.add_argument("--slices", type=int, default=None, help="number of slices")
-    sizes.add_argument("--frames", type=int, default=None, help="acdc only: frames of the cine (NbFrame)")
+    sizes.add_argument("--inplane", type=int, default=None, metavar="N", help="in-plane size in voxels (square)")
+    sizes.add_argument("--slices", type=int, default=None, metavar="N", help="number of slices")
+    sizes.add_argument("--frames", type=int, default=None, metavar="N", help="acdc only: frames of the cine (NbFrame)")
     parser.set_defaults(func=run)
     return parser
 

@@ -24,7 +24,9 @@ import numpy as np
 from data_prep.phantoms.shapes import FLOAT, Wobble
 
 RV_LABEL, MYO_LABEL, LV_LABEL = 1, 2, 3
+RV_ABOVE_BASE = 8.0  # mm: the RV outflow tract reaches above the mitral valve plane
 RV_OVERLAP = 0.42  # how far (in epicardial radii) the RV ellipse reaches behind the septum
+RV_THICKNESS = 0.6  # crescent thickness at the base, in epicardial radii, for a normal RV
 
 
 @dataclass(frozen=True)
@@ -53,11 +55,18 @@ class HeartShape:
     def epi_radius(self) -> float:
         return self.lv_radius + self.wall
 
-    def extent_mm(self) -> float:
-        """Largest in-plane distance from the LV axis that any part of the heart reaches."""
-        a, b = self.rv_half_axes(1.0)
-        atria = 1.25 * self.epi_radius + 0.8 * self.lv_radius * 1.25 + 2.5
-        return max(0.2 * self.epi_radius + 2 * a + 3.0, b + 3.0, atria) + 5.0
+    def rv_ellipse(self, size, epi) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """RV ellipse (centre offset towards the RV, half-axis along, half-axis across) for a slice.
+
+        ``size`` is the RV's relative size there (profile times contraction) and ``epi`` the local
+        epicardial radius. The ellipse starts RV_OVERLAP epicardial radii behind the septum and
+        ends a crescent's thickness beyond the LV, so once the LV is cut out what is left wraps
+        the septum like a crescent, at end-systole as at end-diastole.
+        """
+        thickness = RV_THICKNESS * self.epi_radius * self.rv_scale * size
+        along = 0.5 * (thickness + (1.0 + RV_OVERLAP) * epi) * (size > 0)
+        across = 1.2 * self.epi_radius * self.rv_scale**0.5 * np.sqrt(size)
+        return along - RV_OVERLAP * epi, along, across
 
     def atria_layout(self) -> list[tuple[float, float, float]]:
         """(angle, distance from the LV axis, radius) of the left atrium, right atrium and aortic root."""
@@ -71,19 +80,15 @@ class HeartShape:
         points = [ring * (self.epi_radius * 1.2)]
         for angle, dist, radius in self.atria_layout():
             points.append(dist * np.array([np.cos(angle), np.sin(angle)]) + ring * (1.25 * radius + 3.0))
-        a, b = self.rv_half_axes(1.0)
+        offset, a, b = (float(v) for v in self.rv_ellipse(np.float64(1.0), np.float64(self.epi_radius)))
         along = np.array([np.cos(self.rv_direction), np.sin(self.rv_direction)])
         across = np.array([-along[1], along[0]])
         rim = (ring[:, :1] * (a + 4.0)) * along + (ring[:, 1:] * (b + 4.0)) * across
-        points.append(max(a - RV_OVERLAP * self.epi_radius, 0.0) * along + rim)
+        points.append(max(offset, 0.0) * along + rim)
         pts = np.concatenate(points)
         drift = np.array(self.tilt) * (self.lv_length + self.apex_wall + 10.0)
         pts = np.concatenate([pts, pts + drift, pts - np.array(self.tilt) * 45.0]) + np.array(self.centre)
         return pts.min(axis=0), pts.max(axis=0)
-
-    def rv_half_axes(self, size: float) -> tuple[float, float]:
-        """RV ellipse half-axes (towards the RV, across it) for a slice where the RV has relative ``size``."""
-        return 1.0 * self.epi_radius * self.rv_scale * size, 1.2 * self.epi_radius * self.rv_scale**0.5 * size
 
 
 def contraction(frame: int, ed: int, es: int, n_frames: int) -> float:
@@ -155,14 +160,16 @@ class BeatingHeart:
         s = self.s
         base = s.z_base + c * s.base_descent
         length = s.lv_length - c * s.base_descent
-        u = (z - base) / length
-        endo_ed = s.lv_radius * _half_ellipse(u)
-        epi_ed = s.epi_radius * _half_ellipse((z - base) / (length + s.apex_wall))
+        # Above the valve plane the radii continue the basal ones: the cut itself is applied by
+        # the caller as a partial-volume fraction, so it does not widen the in-plane edges.
+        depth = np.maximum(z - base, 0.0)
+        endo_ed = s.lv_radius * _half_ellipse(depth / length)
+        epi_ed = s.epi_radius * _half_ellipse(depth / (length + s.apex_wall))
         endo = endo_ed * (1.0 - c * s.ejection)
         # The myocardium is incompressible: its ring keeps its area as the cavity shrinks.
         epi = np.sqrt(endo**2 + np.maximum(epi_ed**2 - endo_ed**2, 0.0))
-        rv_base = base - 8.0
-        rv_size = _half_ellipse((z - rv_base) / (0.8 * length + 8.0)) * (1.0 - c * s.rv_ejection)
+        rv_base = base - RV_ABOVE_BASE
+        rv_size = _half_ellipse(np.maximum(z - rv_base, 0.0) / (0.8 * length + RV_ABOVE_BASE)) * (1.0 - c * s.rv_ejection)
         return endo, epi, rv_size, base, endo_ed
 
     def _edges(self, radius_at) -> np.ndarray:
@@ -178,9 +185,10 @@ class BeatingHeart:
         s = self.s
         endo, epi, rv_size, base, endo_ed = self._profiles(self.z, c)
         below_valve = np.clip((self.z - base) / self.dz + 0.5, 0.0, 1.0)
+        below_rv_top = np.clip((self.z - base + RV_ABOVE_BASE) / self.dz + 0.5, 0.0, 1.0)
         endo_edge = self._edges(lambda z: self._profiles(z, c)[0])
         epi_edge = self._edges(lambda z: self._profiles(z, c)[1])
-        rv_edge = self._edges(lambda z: self._profiles(z, c)[2] * s.rv_half_axes(1.0)[0])
+        rv_edge = self._edges(lambda z: self._profiles(z, c)[2] * RV_THICKNESS * s.epi_radius)
 
         image = background.copy()
         myo = FLOAT(tissue.myocardium) * muscle_texture
@@ -198,36 +206,34 @@ class BeatingHeart:
                        FLOAT(tissue.atrial_blood) * blood[..., k])
 
         # LV epicardium (the myocardium is what the cavity leaves of it).
-        lv_epi = full.copy()
-        k = _span(epi)
+        epi_shape = full.copy()
+        k = _span(epi * below_valve)
         if k is not None:
-            lv_epi[..., k] = _ramp(self.r[..., k] - epi[..., k] * self.epi_shape[..., k], epi_edge[..., k])
-            lv_epi[..., k] *= below_valve[..., k]
+            epi_shape[..., k] = _ramp(self.r[..., k] - epi[..., k] * self.epi_shape[..., k], epi_edge[..., k])
+        lv_epi = epi_shape * below_valve
 
         # RV free wall and cavity: an ellipse beside the LV, pushed out by the septum.
-        rv_blood = full.copy()
-        k = _span(rv_size)
+        rv_shape = full.copy()
+        k = _span(rv_size * below_rv_top)
         if k is not None:
-            a, b = s.rv_half_axes(1.0)
-            a_z, b_z = FLOAT(a) * rv_size[..., k], FLOAT(b) * rv_size[..., k]
-            # The ellipse's inner edge stays RV_OVERLAP epicardial radii behind the septum whatever
-            # the sizes: with the LV cut out, what is left wraps the septum like a crescent.
-            offset = a_z - RV_OVERLAP * epi[..., k]
+            offset, a_z, b_z = s.rv_ellipse(rv_size[..., k], epi[..., k])
             rho = np.sqrt(((self.along[..., k] - offset) / a_z) ** 2 + (self.across[..., k] / b_z) ** 2)
             rv_dist = (rho - 1.0) * np.minimum(a_z, b_z)
-            _blend(image[..., k], _ramp(rv_dist - 3.0, rv_edge[..., k]), myo[..., k])
-            rv_blood[..., k] = _ramp(rv_dist, rv_edge[..., k]) * (1.0 - lv_epi[..., k])
+            _blend(image[..., k], _ramp(rv_dist - 3.0, rv_edge[..., k]) * below_rv_top[..., k], myo[..., k])
+            rv_shape[..., k] = _ramp(rv_dist, rv_edge[..., k]) * (1.0 - lv_epi[..., k])
+        rv_blood = rv_shape * below_rv_top
         _blend(image, lv_epi, myo)
         _blend(image, rv_blood, FLOAT(tissue.rv_blood) * blood)
 
         # LV cavity; an infarcted sector (MINF) barely moves while the rest of the wall contracts.
-        lv_cavity = full
-        k = _span(endo)
+        cavity_shape = full
+        k = _span(endo * below_valve)
         if k is not None:
             squeeze = 1.0 - FLOAT(c * s.ejection) * (1.0 - self.still[..., k])
             endo_r = endo_ed[..., k] * squeeze * self.endo_shape[..., k]
-            lv_cavity[..., k] = _ramp(self.r[..., k] - endo_r, endo_edge[..., k]) * below_valve[..., k]
-            _blend(image[..., k], lv_cavity[..., k], FLOAT(tissue.lv_blood) * blood[..., k])
+            cavity_shape[..., k] = _ramp(self.r[..., k] - endo_r, endo_edge[..., k])
+        lv_cavity = cavity_shape * below_valve
+        _blend(image, lv_cavity, FLOAT(tissue.lv_blood) * blood)
 
         # Papillary muscles: darker blobs inside the cavity, labelled as cavity.
         u = (self.z - base) / (s.lv_length - c * s.base_descent)
@@ -243,10 +249,11 @@ class BeatingHeart:
 
         if not with_label:
             return image, None
+        # Labels follow the slice centre: the shape there, and which side of the valve plane it is.
         label = np.zeros(image.shape, dtype=np.uint8)
-        label[rv_blood >= 0.5] = RV_LABEL
-        label[lv_epi * (below_valve >= 0.5) >= 0.5] = MYO_LABEL
-        label[lv_cavity * (below_valve >= 0.5) >= 0.5] = LV_LABEL
+        label[(rv_shape >= 0.5) & (below_rv_top >= 0.5)] = RV_LABEL
+        label[(epi_shape >= 0.5) & (below_valve >= 0.5)] = MYO_LABEL
+        label[(cavity_shape >= 0.5) & (below_valve >= 0.5)] = LV_LABEL
         return image, label
 
 

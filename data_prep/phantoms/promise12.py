@@ -80,25 +80,31 @@ def sample_case(rng: np.random.Generator, index: int, cfg: Config) -> Case:
         n = cfg.inplane
     s = float(np.clip(fov / n, *cfg.inplane_spacing)) if not cfg.inplane else fov / n
     s = round(s, 6)
+    radii = (rng.uniform(19, 28), rng.uniform(14, 21), rng.uniform(16, 23))
+    apex = float(rng.uniform(0.65, 0.9) * radii[2])
+    gland_length = radii[2] + apex
     coverage = rng.uniform(*cfg.coverage_mm)
     if cfg.slices:
         nz = cfg.slices
-        dz = round(coverage / nz, 4)
+        dz = round(max(coverage, gland_length * 1.25) / nz, 4)
     else:
         dz = round(float(rng.uniform(*cfg.slice_spacing)), 4)
+        # Room for the gland plus at least a slice and a half of gland-free tissue at each end.
+        coverage = max(coverage, gland_length + 4 * dz)
         nz = int(np.clip(round(coverage / dz), *cfg.slice_count))
-    radii = (rng.uniform(19, 28), rng.uniform(14, 21), rng.uniform(16, 23))
     # Gland near the centre of the field of view and of the slab (it is what the scan aims at).
     jitter = rng.normal(0, 0.06, 2) * n * s
-    z_jitter = rng.uniform(-0.08, 0.08) * nz * dz
-    origin = (-n * s / 2 + jitter[0], -n * s / 2 + jitter[1], -nz * dz / 2 + z_jitter)
+    lowest, highest = radii[2] - (nz - 2.5) * dz, -apex - 1.5 * dz  # first slice's z: keep the gland inside
+    middle = (lowest + highest) / 2
+    z0 = middle + rng.uniform(-0.3, 0.3) * max(highest - lowest, 0.0) / 2
+    origin = (-n * s / 2 + jitter[0], -n * s / 2 + jitter[1], z0)
     direction = rotation(rng.normal(0, 6), 2) @ rotation(rng.normal(0, 4), 0) @ rotation(rng.normal(0, 3), 1)
     return Case(
         index=index, shape=(n, n, nz), spacing=(s, s, dz),
         origin=tuple(float(v) for v in origin), direction=direction,
         table_offset=tuple(float(v) for v in rng.uniform(-40, 40, 3)),
         endorectal_coil=bool(rng.random() < cfg.coil_fraction),
-        gland_radii=tuple(float(r) for r in radii), apex_radius=float(rng.uniform(0.65, 0.9) * radii[2]),
+        gland_radii=tuple(float(r) for r in radii), apex_radius=apex,
     )
 
 

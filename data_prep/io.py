@@ -22,8 +22,11 @@ from data_prep.errors import InputError
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 ITK_SUFFIXES = (".mhd", ".mha", ".nrrd", ".nhdr")
-#: gzip level for outputs: 1 is several times faster than 6 on float slices and only a little larger.
+#: gzip level for label outputs: 1 is several times faster than 6 and only a little larger.
 GZIP_LEVEL = 1
+#: Normalised float32 MR intensities have noisy low mantissa bits: gzip saves ~10% of their size
+#: for most of the preparation time, so float images are written uncompressed (.nii).
+COMPRESS_FLOAT_IMAGES = False
 #: NIfTI-1 single files keep their data after the 348-byte header and 4 extension bytes.
 NIFTI1_SINGLE_FILE_OFFSET = 352
 #: ITK's spacing and direction are LPS; NIfTI affines are RAS.
@@ -210,8 +213,8 @@ def check_same_grid(image: Volume, label: Volume, rtol: float = 1e-3) -> None:
         )
 
 
-def nifti_bytes(array: np.ndarray, affine: np.ndarray) -> bytes:
-    """A gzip-compressed NIfTI-1 file as bytes, identical for identical input.
+def nifti_bytes(array: np.ndarray, affine: np.ndarray, compress: bool = True) -> bytes:
+    """A NIfTI-1 file as bytes (gzip-compressed unless ``compress`` is False), identical for identical input.
 
     nibabel's own writer stores a file name in the gzip header; here the gzip stream has no
     name and mtime 0, so the bytes depend only on the array and the affine. Both qform and
@@ -223,7 +226,8 @@ def nifti_bytes(array: np.ndarray, affine: np.ndarray) -> bytes:
     image.header.set_qform(affine, code=1)
     image.header.set_sform(affine, code=1)
     image.header.set_xyzt_units("mm")
-    return gzip.compress(image.to_bytes(), compresslevel=GZIP_LEVEL, mtime=0)
+    data = image.to_bytes()
+    return gzip.compress(data, compresslevel=GZIP_LEVEL, mtime=0) if compress else data
 
 
 def write_file(root: Path, relpath: str, data: bytes) -> str:

@@ -24,12 +24,14 @@ from data_prep.atomic import atomic_dir
 from data_prep.bounds import BoundOptions, class_sizes, common_range
 from data_prep.errors import InputError
 from data_prep.intensity import DEFAULT_PERCENTILES, normalise_intensity
-from data_prep.io import check_same_grid, nifti_bytes, read_volume, write_file
+from data_prep.io import COMPRESS_FLOAT_IMAGES, check_same_grid, nifti_bytes, read_volume, write_file
 from data_prep.resample import apply_plan, plan_inplane, resampled_affine, resampled_spacing
 from data_prep.slicing import inplane_axes, slice_affine, take_slice
 from data_prep.sources import Case
 from data_prep.splits import resolve_count, split_patients
 from data_prep.weak_labels import STRATEGIES, UNANNOTATED, WeakOptions, weak_label
+
+IMAGE_SUFFIX = ".nii.gz" if COMPRESS_FLOAT_IMAGES else ".nii"
 
 
 @dataclass(frozen=True)
@@ -138,13 +140,13 @@ def prepare_volume(case: Case, options: PrepareOptions, root: Path) -> VolumeRes
 
     result = VolumeResult(
         case=case,
-        files={"image": f"volumes/{case.volume}_image.nii.gz", "label": f"volumes/{case.volume}_label.nii.gz"},
+        files={"image": f"volumes/{case.volume}_image{IMAGE_SUFFIX}", "label": f"volumes/{case.volume}_label.nii.gz"},
         original_shape=[int(n) for n in image.array.shape],
         original_spacing=[float(s) for s in image.spacing],
         spacing=[float(s) for s in spacing],
         plan=plan.to_dict(),
     )
-    _write(root, result, result.files["image"], nifti_bytes(volume_image.astype(np.float32), affine))
+    _write(root, result, result.files["image"], nifti_bytes(volume_image.astype(np.float32), affine, COMPRESS_FLOAT_IMAGES))
     _write(root, result, result.files["label"], nifti_bytes(volume_label, affine))
 
     rng = volume_rng(options.seed, case.volume)
@@ -163,8 +165,8 @@ def _prepare_slice(root, result, options, index, volume_image, volume_label, aff
     label2d = take_slice(volume_label, options.slice_axis, index)
     affine2d = slice_affine(affine, options.slice_axis, index)
     name = f"{volume}_{index:03d}.nii.gz"
-    files = {"image": f"slices/image/{name}", "label": f"slices/label/{name}", "weak": {}}
-    _write(root, result, files["image"], nifti_bytes(image2d.astype(np.float32), affine2d))
+    files = {"image": f"slices/image/{volume}_{index:03d}{IMAGE_SUFFIX}", "label": f"slices/label/{name}", "weak": {}}
+    _write(root, result, files["image"], nifti_bytes(image2d.astype(np.float32), affine2d, COMPRESS_FLOAT_IMAGES))
     _write(root, result, files["label"], nifti_bytes(label2d, affine2d))
     weak_px, annotated = {}, {}
     for strategy in options.weak:

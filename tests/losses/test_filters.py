@@ -8,7 +8,13 @@ import warnings
 import pytest
 import torch
 
-from wss_monai.losses.filters import AffinityFilter, BilateralGridAffinity, ExactAffinity, GridTooLargeError
+from wss_monai.losses.filters import (
+    AffinityFilter,
+    BilateralGridAffinity,
+    ExactAffinity,
+    GridTooLargeError,
+    gaussian_features,
+)
 
 
 def smooth_phantom(batch: int, size: int, channels: int = 1, noise: float = 0.05, seed: int = 0) -> torch.Tensor:
@@ -83,7 +89,7 @@ def test_exact_filter_blocks_give_same_result():
     torch.testing.assert_close(blocked(values), full(values))
 
 
-@pytest.mark.parametrize("sigma_xy,sigma_int", [(5.0, 0.1), (20.0, 0.05), (80.0, 0.06)])
+@pytest.mark.parametrize("sigma_xy,sigma_int", [(1.5, 0.1), (5.0, 0.1), (20.0, 0.05), (80.0, 0.06)])
 def test_fast_filter_within_tolerance_of_exact(sigma_xy, sigma_int):
     image = smooth_phantom(2, 64)
     probs = smooth_probs(2, 3, 64)
@@ -93,6 +99,16 @@ def test_fast_filter_within_tolerance_of_exact(sigma_xy, sigma_int):
     err = relative_error(fast(probs), exact(probs))
     assert err < 0.05, err
     assert relative_error(fast.degree(), exact.degree()) < 0.05
+
+
+def test_banded_blur_equals_matrix_blur():
+    image, probs = smooth_phantom(1, 64), smooth_probs(1, 2, 64)
+    feats = gaussian_features(image, 1.5, [0.1])
+    banded = BilateralGridAffinity(feats, 64, 64)
+    assert banded.sizes[0] > 64 and banded.blurs[0] is None  # long spatial axes take the banded path
+    dense = BilateralGridAffinity(feats, 64, 64, banded_above=10**6)
+    assert all(m is not None for m in dense.blurs)
+    assert relative_error(banded(probs), dense(probs)) < 1e-5
 
 
 def test_fast_filter_two_channels_within_tolerance():

@@ -215,11 +215,14 @@ class BilateralGridAffinity(AffinityOperator):
     """Bilateral-grid approximation of the dense Gaussian affinity (splat, separable blur, slice).
 
     ``features`` (B, D, N) are already divided by their sigmas (see :func:`gaussian_features`); the
-    grid spacing is ``1 / cells_per_sigma`` in those units along every axis.
+    grid spacing is ``1 / cells_per_sigma`` in those units along every axis. The blur along an axis
+    of at most ``banded_above`` cells is a product with the dense G x G Gaussian matrix (fast BLAS);
+    longer axes (small sigma_xy on a large image) use truncated shifted adds (taps below 1e-6 of
+    the peak dropped), whose cost per cell does not grow with G.
     """
 
     def __init__(self, features: torch.Tensor, height: int, width: int, include_self: bool = True,
-                 cells_per_sigma: float = 2.0, max_cells: int = 1 << 26) -> None:
+                 cells_per_sigma: float = 2.0, max_cells: int = 1 << 26, banded_above: int = 64) -> None:
         b, dims, n = features.shape
         super().__init__(b, height, width, features.dtype, features.device, include_self)
         if not cells_per_sigma >= 1.0:
@@ -247,31 +250,48 @@ class BilateralGridAffinity(AffinityOperator):
                 for d, bit in enumerate(bits):
                     idx += (i0[:, d] + bit) * strides[d]
                     wgt = wgt * (frac[:, d] if bit else 1.0 - frac[:, d])
-                self.corners.append((idx.reshape(-1), wgt.reshape(-1, 1)))
+                self.corners.append((idx.reshape(-1), wgt.reshape(1, -1)))
             sg = math.sqrt(cells_per_sigma**2 - 1.0 / 3.0)
             amp = cells_per_sigma / sg
+            radius = math.ceil(math.sqrt(2.0 * math.log(1e6)) * sg)  # taps below 1e-6 of the peak dropped
+            self.taps = [amp * math.exp(-0.5 * t * t / sg**2) for t in range(radius + 1)]
             self.blurs = []
             for s in sizes:
+                if s > banded_above:
+                    self.blurs.append(None)  # long axis: truncated shifted adds, O(taps) per cell
+                    continue
                 k = torch.arange(s, device=features.device, dtype=features.dtype)
                 self.blurs.append(amp * torch.exp(-0.5 * (k.view(-1, 1) - k.view(1, -1)).square() / sg**2))
         self.sizes = sizes
         self.cells = cells
 
+    def _blur_axis(self, grid: torch.Tensor, pre: int, size: int, post: int, matrix: torch.Tensor | None) -> torch.Tensor:
+        x = grid.reshape(pre, size, post)
+        if matrix is not None:
+            return x.reshape(-1, size) @ matrix if post == 1 else torch.matmul(matrix, x)
+        y = x * self.taps[0]
+        for t in range(1, min(len(self.taps), size)):
+            y[:, t:].add_(x[:, :-t], alpha=self.taps[t])
+            y[:, :-t].add_(x[:, t:], alpha=self.taps[t])
+        return y
+
     def _filter(self, values: torch.Tensor) -> torch.Tensor:
+        # Channel-major grid (C, B * cells): the separable blur then runs as matrix products on
+        # contiguous views, without permuting the grid.
         b, c, n = values.shape
-        rows = values.transpose(1, 2).reshape(b * n, c)
-        grid = torch.zeros(self.cells, c, dtype=values.dtype, device=values.device)
+        src = values.transpose(0, 1).reshape(c, b * n)
+        grid = torch.zeros(c, self.cells, dtype=values.dtype, device=values.device)
         for idx, wgt in self.corners:
-            grid.index_add_(0, idx, rows * wgt)
-        grid = grid.view(b, *self.sizes, c)
-        for d, m in enumerate(self.blurs):
-            grid = torch.movedim(torch.tensordot(grid, m, dims=([1 + d], [0])), -1, 1 + d)
-        grid = grid.reshape(self.cells, c)
+            grid.index_add_(1, idx, src * wgt)
+        shape = [c * b] + list(self.sizes)
+        for d in reversed(range(len(self.sizes))):
+            grid = self._blur_axis(grid, math.prod(shape[: d + 1]), shape[d + 1], math.prod(shape[d + 2:]), self.blurs[d])
+        grid = grid.reshape(c, self.cells)
         out = None
         for idx, wgt in self.corners:
-            term = grid.index_select(0, idx).mul_(wgt)
+            term = grid.index_select(1, idx).mul_(wgt)
             out = term if out is None else out.add_(term)
-        return out.view(b, n, c).transpose(1, 2)
+        return out.view(c, b, n).transpose(0, 1)
 
 
 class GridTooLargeError(ValueError):

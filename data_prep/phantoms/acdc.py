@@ -26,7 +26,7 @@ import numpy as np
 
 from data_prep.phantoms.canvas import Canvas, Grid
 from data_prep.phantoms.heart import BeatingHeart, HeartShape, Intensities, contraction
-from data_prep.phantoms.shapes import FLOAT, Ellipsoid, Intersection, Shell, Slab, Wobble
+from data_prep.phantoms.shapes import FLOAT, Ellipsoid, Intersection, Slab, Wobble
 from data_prep.phantoms.texture import NoiseBank, bias_field, smooth_field, to_int16
 from data_prep.phantoms.writers import save_nifti
 
@@ -270,17 +270,19 @@ def render(rng: np.random.Generator, patient: Patient) -> Cine:
     gain *= np.clip(1.0 - rng.uniform(0.0, 0.25) * ap / 300.0, 0.5, 1.5)
     gain *= FLOAT(scale)
     sigma = scale * rng.uniform(0.025, 0.06)
-    still = canvas.image * gain
+    # Fortran order throughout: NIfTI stores voxels x-fastest, so writing the cine needs no transpose.
+    gain = np.asfortranarray(gain)
+    still = np.asfortranarray(canvas.image) * gain
     noise = NoiseBank(rng, still.size)
 
     dtype = np.float32 if patient.as_float else np.int16
-    frames = np.empty((*patient.shape, patient.n_frames), dtype=dtype)
+    frames = np.empty((*patient.shape, patient.n_frames), dtype=dtype, order="F")
     labels: dict[int, np.ndarray] = {}
     for f in range(patient.n_frames):
         c = contraction(f, patient.ed - 1, patient.es - 1, patient.n_frames)
         want_label = (f + 1) in (patient.ed, patient.es)
         image, label = heart.render(canvas.image[region], c, heart_tissue, blood_tex, muscle_tex, want_label)
-        clean = still.copy()
+        clean = still.copy(order="F")
         clean[region] = image * gain[region]
         noisy = noise.rician(clean, sigma)
         frames[..., f] = np.round(noisy * 8) / 8 if patient.as_float else to_int16(noisy)
@@ -327,5 +329,5 @@ def write_case(root: Path, index: int, rng: np.random.Generator, cfg: Config) ->
     (folder / "Info.cfg").write_text(info_cfg(patient), encoding="ascii")
     save_nifti(_nifti(cine.frames, patient, (patient.frame_ms,)), folder / f"{name}_4d.nii.gz")
     for frame, label in cine.labels.items():
-        save_nifti(_nifti(np.ascontiguousarray(cine.frames[..., frame - 1]), patient), folder / f"{name}_frame{frame:02d}.nii.gz")
+        save_nifti(_nifti(np.asfortranarray(cine.frames[..., frame - 1]), patient), folder / f"{name}_frame{frame:02d}.nii.gz")
         save_nifti(_nifti(label, patient), folder / f"{name}_frame{frame:02d}_gt.nii.gz")

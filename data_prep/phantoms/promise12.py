@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from data_prep.phantoms.canvas import Canvas, Grid
-from data_prep.phantoms.shapes import Ellipsoid, Intersection, Shell, Slab, Wobble, rotation
+from data_prep.phantoms.shapes import Ellipsoid, Intersection, Slab, Wobble, rotation
 from data_prep.phantoms.texture import FLOAT, bias_field, rician_noise, smooth_field, to_int16
 from data_prep.phantoms.writers import save_metaimage
 
@@ -118,6 +118,7 @@ def paint_anatomy(rng: np.random.Generator, case: Case, canvas: Canvas) -> None:
     """Paint the pelvis around a gland centred at (0, 0, 0); z grows towards the head, y backwards."""
     shape, s = canvas.grid.shape, canvas.grid.spacing
     fine = smooth_field(rng, shape, (1.2 / s[0], 1.2 / s[1], 1.0))
+    nodular = smooth_field(rng, shape, (3.0 / s[0], 3.0 / s[1], 3.0 / s[2]))
     coarse = smooth_field(rng, shape, (6.0 / s[0], 6.0 / s[1], 6.0 / s[2]))
     a, b, up = case.gland_radii
     fat, muscle, bone, urine = rng.uniform(0.6, 0.85), rng.uniform(0.2, 0.32), rng.uniform(0.35, 0.55), rng.uniform(0.9, 1.0)
@@ -142,7 +143,7 @@ def paint_anatomy(rng: np.random.Generator, case: Case, canvas: Canvas) -> None:
     canvas.paint(bladder, urine, coarse, 0.03)
     for side in (-1, 1):
         vesicle = Ellipsoid((side * 16, b * 0.9, up * 0.95), (16, 6, 9), rotation(side * 30, 2))
-        canvas.paint(vesicle, rng.uniform(0.65, 0.9), fine, 0.3)
+        canvas.paint(vesicle, rng.uniform(0.65, 0.9), nodular, 0.15)
 
     # Rectum behind the gland: dark wall, gas or stool, or the coil's balloon.
     rect_y = b + rng.uniform(10, 17)
@@ -162,7 +163,7 @@ def paint_anatomy(rng: np.random.Generator, case: Case, canvas: Canvas) -> None:
     canvas.paint(gland, pz, coarse, 0.25, label=GLAND)
     # Transition zone: anterior, darker and nodular (benign hyperplasia), unlabelled as a zone.
     zone = Ellipsoid((0, -0.25 * b, 0.2 * up), (0.62 * a, 0.55 * b, 0.7 * up), wobble=Wobble.random(rng, 0.1, 4))
-    canvas.paint(zone, tz, fine, 0.35)
+    canvas.paint(zone, tz, nodular, 0.22)
     for side in (-1, 1):  # neurovascular bundles: bright dots at the gland's back corners
         canvas.paint(_tube(side * 0.8 * a, 0.75 * b, (3, 3), (-up, up)), fat, fine, 0.1)
 

@@ -76,10 +76,11 @@ class NoiseBank:
         if clean.size != self.size:
             raise ValueError(f"noise bank holds volumes of {self.size} voxels, got {clean.size}")
         start = int(self.rng.integers(0, self.real.size - self.size + 1))
-        real = self.real[start : start + self.size].reshape(clean.shape) * FLOAT(sigma)
+        order = "F" if clean.flags.f_contiguous and not clean.flags.c_contiguous else "C"  # match the layout
+        real = self.real[start : start + self.size].reshape(clean.shape, order=order) * FLOAT(sigma)
         real += clean
         np.square(real, out=real)
-        imag = self.imag[start : start + self.size].reshape(clean.shape) * FLOAT(sigma)
+        imag = self.imag[start : start + self.size].reshape(clean.shape, order=order) * FLOAT(sigma)
         np.square(imag, out=imag)
         real += imag
         return np.sqrt(real, out=real)

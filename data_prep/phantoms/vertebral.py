@@ -24,7 +24,7 @@ import numpy as np
 from scipy import ndimage
 
 from data_prep.phantoms.canvas import Canvas, Grid
-from data_prep.phantoms.shapes import Ellipsoid, Intersection, RoundedBox, Slab, Wobble, rotation
+from data_prep.phantoms.shapes import Ellipsoid, Intersection, RoundedBox, Slab, rotation
 from data_prep.phantoms.texture import FLOAT, bias_field, rician_noise, smooth_field, to_int16
 from data_prep.phantoms.writers import save_nifti, zero_vox_offset
 
@@ -114,6 +114,7 @@ def paint_spine(rng: np.random.Generator, canvas: Canvas, spine: list[Vertebra])
     g = canvas.grid
     fine = smooth_field(rng, g.shape, (1.5 / g.spacing[0], 1.5 / g.spacing[1], 1.5 / g.spacing[2]))
     coarse = smooth_field(rng, g.shape, (8 / g.spacing[0], 8 / g.spacing[1], 8 / g.spacing[2]))
+    bowel = smooth_field(rng, g.shape, (4 / g.spacing[0], 4 / g.spacing[1], 4 / g.spacing[2]))
     fat, muscle, marrow = rng.uniform(0.7, 0.9), rng.uniform(0.3, 0.42), rng.uniform(0.38, 0.5)
     csf = rng.uniform(0.85, 1.0)
     mid_x = float(np.mean([v.centre[0] for v in spine]))
@@ -129,7 +130,7 @@ def paint_spine(rng: np.random.Generator, canvas: Canvas, spine: list[Vertebra])
     skin = back - rng.uniform(75, 100)
     belly = front + rng.uniform(150, 230)
     slab_box(skin, belly, 1e4, fat, fine, 0.1)
-    slab_box(back - 5, belly - rng.uniform(10, 25), 1e4, rng.uniform(0.35, 0.55), coarse, 0.3)  # bowel and fat
+    slab_box(back - 5, belly - rng.uniform(10, 25), 1e4, rng.uniform(0.35, 0.55), bowel, 0.2)  # bowel and fat
     slab_box(skin + rng.uniform(8, 25), back - 5, 1e4, muscle, coarse, 0.12)
     for side in (-1, 1):  # psoas: beside the bodies, in the lateral slices only
         psoas = Ellipsoid((mid_x + side * 40, front - 10, spine[3].centre[2]), (18, 22, 110))
@@ -195,10 +196,6 @@ def _nifti(data: np.ndarray, spacing) -> nib.Nifti1Image:
     image.set_sform(None, code=0)
     image.header.set_xyzt_units("mm")
     return image
-
-
-def case_dir(root: Path, index: int) -> Path:
-    return root
 
 
 def write_case(root: Path, index: int, rng: np.random.Generator, cfg: Config) -> None:

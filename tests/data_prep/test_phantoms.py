@@ -287,11 +287,15 @@ def test_promise12_gland_only_in_middle_slices_and_its_size_changes(promise12_ra
 
 
 def test_promise12_gland_contrast_is_low(promise12_raw):
-    # Gland vs a 3-voxel ring around it: a difference well under the gland's own spread.
-    for image, label in promise12_cases(promise12_raw):
+    # Gland vs an in-plane ring of ~5 mm around it: the mean differs by less than the gland's own
+    # spread (a threshold cannot separate them).
+    in_plane = np.zeros((3, 3, 3), dtype=bool)
+    in_plane[1] = ndimage.generate_binary_structure(2, 1)
+    for mhd, (image, label) in zip(sorted(promise12_raw.rglob("Case??.mhd")), promise12_cases(promise12_raw)):
+        pixel = sitk.ReadImage(str(mhd)).GetSpacing()[0]
         gland = label.astype(bool)
-        ring = ndimage.binary_dilation(gland, iterations=3) & ~gland
-        assert abs(image[gland].mean() - image[ring].mean()) < 0.35 * image[gland].mean()
+        ring = ndimage.binary_dilation(gland, in_plane, iterations=max(1, round(5 / pixel))) & ~gland
+        assert abs(image[gland].mean() - image[ring].mean()) < image[gland].std()
 
 
 def test_promise12_intensity_scale_differs_strongly_between_cases():

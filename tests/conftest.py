@@ -1,6 +1,13 @@
-"""Suite-wide settings: deterministic, small, single-threaded torch so tests are quick on 2 cores."""
+"""Suite-wide settings and fixtures.
+
+Settings: deterministic, small, single-threaded torch so tests are quick on 2 cores.
+Fixtures: the phantom raw datasets (``acdc_raw``, ``promise12_raw``, ``vertebral_raw``), small
+and generated once per session; treat them as read-only (copy one before changing it).
+"""
 
 import os
+
+import pytest
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
@@ -11,10 +18,6 @@ try:
 except ImportError:  # data_prep tests still run without torch
     pass
 
-
-# -- Phantom raw datasets, generated once per session (tiny: a few small cases each) ------------
-
-import pytest  # noqa: E402
 
 PHANTOM_CASES = {"acdc": 5, "promise12": 4, "vertebral": 3}
 
@@ -28,17 +31,17 @@ def _phantom(tmp_path_factory, dataset: str):
 
 @pytest.fixture(scope="session")
 def acdc_raw(tmp_path_factory):
-    """ACDC layout, small: training/patient001-005 (one per group NOR, MINF, DCM, HCM, RV)."""
+    """ACDC layout, small (about 60 x 64 x 7, 6-10 frames): training/patient001-005, groups NOR, MINF, DCM, HCM, RV."""
     return _phantom(tmp_path_factory, "acdc")
 
 
 @pytest.fixture(scope="session")
 def promise12_raw(tmp_path_factory):
-    """PROMISE12 layout, small: Case00-03 spread over TrainingData_Part1/2/3."""
+    """PROMISE12 layout, small (48-64 square, 8-12 slices): Case00-03 spread over TrainingData_Part1/2/3."""
     return _phantom(tmp_path_factory, "promise12")
 
 
 @pytest.fixture(scope="session")
 def vertebral_raw(tmp_path_factory):
-    """Vertebral-body layout, small (15 x 64 x 64): Img_01-03.nii and their _Labels.nii."""
+    """Vertebral-body layout, small (15 x 64 x 64): Img_01-03.nii and Img_01-03_Labels.nii."""
     return _phantom(tmp_path_factory, "vertebral")

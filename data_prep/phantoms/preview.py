@@ -107,7 +107,7 @@ def render_figure(out: Path, seed: int = 0, small: bool = False) -> Path:
     # A 256-colour palette keeps the PNG small enough to commit (grey images need no more).
     from PIL import Image
 
-    Image.open(buffer).convert("RGB").quantize(256).save(out, optimize=True)
+    Image.open(buffer).convert("RGB").quantize(256, method=Image.Quantize.FASTOCTREE).save(out, optimize=True)
     return out
 
 

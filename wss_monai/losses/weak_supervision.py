@@ -289,6 +289,8 @@ class WeakSupervisionLoss(nn.Module):
         weak_batch, weak_probs = batch, probs
         if full is not None:
             full = torch.as_tensor(full, device=probs.device)
+            if full.dim() == 2 and full.shape[1] == 1:  # MONAI collates per-sample scalars as (B,) or (B, 1)
+                full = full[:, 0]
             if tuple(full.shape) != (b,):
                 raise ValueError(f"WeakSupervisionLoss: batch key '{self.full_key}' must have shape (B,) = ({b},), got {tuple(full.shape)}.")
             full = full.bool()

@@ -7,6 +7,7 @@ the defaults, dataset by dataset) and ``custom`` adds how to find and pair the f
 from __future__ import annotations
 
 import argparse
+import textwrap
 from pathlib import Path
 
 from data_prep.bounds import BoundOptions
@@ -33,8 +34,11 @@ def add_parsers(subparsers) -> None:
         parser = subparsers.add_parser(
             name,
             help=HELP[name],
-            description=f"Prepare {HELP[name]} for weakly supervised training: 2D NIfTI slices, weak labels, "
-            f"size bounds, splits. Defaults for {name}: {spec.notes}.",
+            description=textwrap.fill(
+                f"Prepare {HELP[name]} for weakly supervised training: 2D NIfTI slices, weak labels, "
+                f"size bounds, splits. Defaults for {name}: {spec.notes}.",
+                width=88,
+            ),
             epilog=_epilog(name),
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
@@ -58,7 +62,7 @@ def _add_io_options(parser, spec: SourceSpec) -> None:
         "--targets",
         default=spec.default_targets,
         help="raw label value(s) to segment, in class order: '3' (class 1 = raw 3), '3,2,1' (three classes), "
-        f"'1+2,3' (raw 1 and 2 merged into class 1). Other values become background. "
+        f"'1+2,3' (raw 1 and 2 merged into class 1). Other declared label values become background. "
         f"Default {spec.default_targets}" + (f" ({targets})" if targets else ""),
     )
     group.add_argument("--name", default=None, help="dataset name in dataset.json (default: SOURCE-TARGETS, e.g. acdc-lv)")

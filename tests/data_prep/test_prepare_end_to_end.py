@@ -223,3 +223,31 @@ def test_annotated_fractions_on_tiny_slices(prepared):
     present = [r for r in rows if int(r["size_px"]) > 0]
     assert all(0 < int(r["weak_px"]) <= int(r["size_px"]) for r in present)  # erosion: non-empty, inside
     assert sum(int(r["weak_px"]) for r in present) < 0.5 * sum(int(r["size_px"]) for r in present)
+
+
+def test_pad_crop_and_background_scribble(acdc_raw, tmp_path):
+    """Aspect-preserving resize still round-trips in 3D; background scribbles lie in the background."""
+    from data_prep.cli import main
+
+    out = tmp_path / "out"
+    argv = ["acdc", "--src", str(acdc_raw), "--out", str(out), *SIZE, "--resize", "pad-crop",
+            "--weak", "scribble", "--background-scribble", "--background-margin", "3"]  # fmt: skip
+    assert main(argv) == 0
+    dataset = json.loads((out / "dataset.json").read_text())
+    entries = all_entries(dataset)
+    for volume in dataset["volumes"]:
+        plan = volume["plan"]
+        assert plan["mode"] == "pad-crop"
+        ratio = [plan["scaled"][a] / plan["original"][a] for a in range(2)]
+        assert ratio[0] == pytest.approx(ratio[1], rel=0.05)  # the same pixel size on both axes
+        slices = sorted((e for e in entries if e["volume"] == volume["volume"]), key=lambda e: e["slice"])
+        restored = restore_volume([load(out / e["label"]) for e in slices], volume)
+        raw = read_volume(acdc_raw / volume["raw_label"], "label").array == 3
+        assert 2 * np.sum((restored == 1) & raw) / (np.sum(restored == 1) + np.sum(raw)) >= 0.99
+    background_seen = 0
+    for entry in entries:
+        label, weak = load(out / entry["label"]), load(out / entry["weak"]["scribble"])
+        annotated = weak != 255
+        assert np.array_equal(weak[annotated], label[annotated])
+        background_seen += int(np.any(weak == 0))
+    assert background_seen == len(entries)

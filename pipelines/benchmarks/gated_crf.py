@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--classes", type=int, default=4)
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--radius", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the 2 cores are shared)")
     parser.add_argument("--repeat", type=int, default=None, help="interleaved timing rounds (default 7, quick 3)")
     args = parser.parse_args(argv or [])
     repeat = args.repeat or (3 if args.quick else 7)

@@ -51,58 +51,83 @@ class _Descriptor:
 
 
 class _LocalKernel:
-    """The gated-free window kernel K_ab for |a_y - b_y|, |a_x - b_x| <= r, a != b, both in the image.
+    """The ungated window kernel K_ab for |a_y - b_y|, |a_x - b_x| <= r, a != b, both inside the image.
 
-    Applies K to maps by looping over the window offsets with shifted slices (no unfolded tensor):
-    each unordered pair {d, -d} is visited once and its kernel used in both directions (K_ab = K_ba).
+    Applies K to maps by looping over the window offsets with shifted slices: each unordered pair
+    {d, -d} is visited once and its kernel used in both directions (K_ab = K_ba). The kernels of one
+    window row (fixed dy, all dx) are computed together, (B, 1, 2r + 1, h - dy, w) at most, to keep
+    the number of tensor operations small; no (B, C, (2r+1)^2, h, w) tensor is ever formed.
     """
 
     def __init__(self, descriptors: list[_Descriptor], radius: int, feats: list[torch.Tensor | None],
                  height: int, width: int) -> None:
         self.descriptors, self.radius, self.feats = descriptors, radius, feats
         self.height, self.width = height, width
-        self.offsets = [(dy, dx) for dy in range(0, radius + 1) for dx in range(-radius, radius + 1)
-                        if (dy > 0 or dx > 0) and dy < height and abs(dx) < width]
 
-    def _slices(self, dy: int, dx: int):
-        h, w = self.height, self.width
-        a = (slice(max(0, -dy), h - max(0, dy)), slice(max(0, -dx), w - max(0, dx)))
-        b = (slice(max(0, dy), h - max(0, -dy)), slice(max(0, dx), w - max(0, -dx)))
-        return a, b
+    def _row(self, dy: int) -> list[int]:
+        """The dx of the half window on row dy (dy > 0: all; dy = 0: dx > 0), neighbour possibly inside."""
+        r, w = self.radius, self.width
+        lo = -min(r, w - 1) if dy > 0 else 1
+        return list(range(lo, min(r, w - 1) + 1))
 
-    def _kernel(self, dy: int, dx: int, a, b) -> torch.Tensor | float:
-        total: torch.Tensor | float = 0.0
+    def _row_kernels(self, dy: int, dxs: list[int], like: torch.Tensor) -> tuple[torch.Tensor | None, list[float]]:
+        """K between (y, x) and (y + dy, x + dx_j), shape (B, 1, len(dxs), h - dy, w), plus constants per dx.
+
+        Entries whose neighbour falls outside the image are garbage (computed on zero padding) and
+        never read.
+        """
+        r, h = self.radius, self.height
+        n = len(dxs)
+        const = [0.0] * n
+        total: torch.Tensor | None = None
         for desc, f in zip(self.descriptors, self.feats):
-            coef = desc.weight
-            if desc.xy is not None:
-                coef *= math.exp(-0.5 * (dy * dy + dx * dx) / desc.xy**2)
+            coefs = [desc.weight * (1.0 if desc.xy is None else math.exp(-0.5 * (dy * dy + dx * dx) / desc.xy**2)) for dx in dxs]
             if f is None:
-                total = total + coef
+                const = [c + k for c, k in zip(const, coefs)]
                 continue
-            diff = f[:, :, a[0], a[1]] - f[:, :, b[0], b[1]]  # features pre-scaled by 1 / (sqrt(2) sigma)
-            t = diff.square_().sum(1, keepdim=True) if diff.shape[1] > 1 else diff.square_()
-            k = t.neg_().exp_()
-            if coef != 1.0:
-                k.mul_(coef)
-            total = k if isinstance(total, float) and total == 0.0 else total + k
-        return total
+            fa = f[:, :, : h - dy].unsqueeze(2)  # (B, Ci, 1, h - dy, w); features pre-scaled by 1 / (sqrt(2) sigma)
+            fb = F.pad(f[:, :, dy:], (r, r)).unfold(-1, 2 * r + 1, 1)  # view (B, Ci, h - dy, w, 2r + 1), j = dx + r
+            fb = fb[..., dxs[0] + r : dxs[-1] + r + 1].movedim(-1, 2)  # view (B, Ci, n, h - dy, w)
+            k = torch.empty(fa.shape[0], fa.shape[1], n, h - dy, self.width, dtype=f.dtype, device=f.device)
+            torch.sub(fa, fb, out=k)  # explicit contiguous layout: sub would follow fb's permuted strides
+            k.square_()
+            k = (k.sum(1, keepdim=True) if k.shape[1] > 1 else k).neg_().exp_()
+            k.mul_(torch.tensor(coefs, dtype=k.dtype, device=k.device).view(1, 1, n, 1, 1))
+            total = k if total is None else total.add_(k)
+        return total, const
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """``K x`` for maps x (B, C, h, w), accumulated over the window offsets."""
+        h, w = self.height, self.width
+        z = torch.zeros_like(x)
+        for dy in range(0, min(self.radius, h - 1) + 1):
+            dxs = self._row(dy)
+            if not dxs:
+                continue
+            kern, const = self._row_kernels(dy, dxs, x)
+            for j, dx in enumerate(dxs):
+                ay, by = slice(0, h - dy), slice(dy, h)
+                ax, bx = slice(max(0, -dx), w - max(0, dx)), slice(max(0, dx), w - max(0, -dx))
+                if kern is None:
+                    if const[j] == 0.0:
+                        continue
+                    z[:, :, ay, ax].add_(x[:, :, by, bx], alpha=const[j])
+                    z[:, :, by, bx].add_(x[:, :, ay, ax], alpha=const[j])
+                    continue
+                k = kern[:, :, j, :, ax]
+                if const[j]:
+                    k = k + const[j]
+                z[:, :, ay, ax].addcmul_(k, x[:, :, by, bx])
+                z[:, :, by, bx].addcmul_(k, x[:, :, ay, ax])
+        return z
 
     def energy(self, dst: torch.Tensor, src: torch.Tensor, both: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``K src`` and, if ``both``, ``K dst`` (K is symmetric), accumulated over the window offsets."""
-        z_src = torch.zeros_like(src)
-        z_dst = torch.zeros_like(dst) if both else None
-        for dy, dx in self.offsets:
-            a, b = self._slices(dy, dx)
-            k = self._kernel(dy, dx, a, b)
-            pairs = [(z_src, src)] + ([(z_dst, dst)] if both else [])
-            for z, x in pairs:
-                if isinstance(k, float):
-                    z[:, :, a[0], a[1]].add_(x[:, :, b[0], b[1]], alpha=k)
-                    z[:, :, b[0], b[1]].add_(x[:, :, a[0], a[1]], alpha=k)
-                else:
-                    z[:, :, a[0], a[1]].addcmul_(k, x[:, :, b[0], b[1]])
-                    z[:, :, b[0], b[1]].addcmul_(k, x[:, :, a[0], a[1]])
-        return z_src, z_dst
+        """``K src`` and, if ``both``, ``K dst`` (K is symmetric), in one pass over the window."""
+        if not both:
+            return self.apply(src), None
+        c = src.shape[1]
+        z = self.apply(torch.cat([src, dst], dim=1))
+        return z[:, :c], z[:, c:]
 
 
 class _GatedEnergy(torch.autograd.Function):

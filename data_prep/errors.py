@@ -25,6 +25,11 @@ class InputError(Exception):
         self.problem = problem
         super().__init__(self.line())
 
+    def __reduce__(self):
+        # Exception pickling replays only ``args`` (the formatted line); workers send InputErrors
+        # to the parent process, so rebuild from both fields.
+        return (type(self), (self.path, self.problem))
+
     def line(self) -> str:
         return f"{self.path}: {self.problem}" if self.path else self.problem
 

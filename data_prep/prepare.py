@@ -92,14 +92,6 @@ class VolumeResult:
     checksums: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class Failure:
-    """An InputError crossing a process boundary (InputError's own pickling loses its arguments)."""
-
-    path: str | None
-    problem: str
-
-
 def map_classes(label: np.ndarray, options: PrepareOptions, path: Path) -> np.ndarray:
     """Raw label values -> uint8 classes 0..K; values outside the declared set are an input error."""
     present = np.unique(label)
@@ -191,19 +183,11 @@ def _write(root: Path, result: VolumeResult, relpath: str, data: bytes) -> None:
     result.checksums[relpath] = write_file(root, relpath, data)
 
 
-def _prepare_or_failure(case: Case, options: PrepareOptions, root: Path):
-    """Worker entry: an InputError comes back as a picklable Failure so the parent prints one line."""
-    try:
-        return prepare_volume(case, options, root)
-    except InputError as err:
-        return Failure(err.path, err.problem)
-
-
 def run_cases(cases: list[Case], options: PrepareOptions, root: Path, workers: int = 1) -> list[VolumeResult]:
     """Prepare every case (in ``workers`` processes), in input order, with a progress bar on a terminal."""
     from tqdm import tqdm
 
-    task = functools.partial(_prepare_or_failure, options=options, root=root)
+    task = functools.partial(prepare_volume, options=options, root=root)
     executor = None
     if workers > 1 and len(cases) > 1:
         # spawn, not fork: the parent may hold torch/OpenMP threads (pytest, notebooks) that fork breaks.
@@ -216,8 +200,6 @@ def run_cases(cases: list[Case], options: PrepareOptions, root: Path, workers: i
     results = []
     try:
         for outcome in tqdm(outcomes, total=len(cases), desc=f"prepare {options.source}", unit="volume", disable=None):
-            if isinstance(outcome, Failure):
-                raise InputError(outcome.path, outcome.problem)
             results.append(outcome)
     finally:
         if executor is not None:

@@ -14,7 +14,6 @@ from data_prep.bounds import BoundOptions, class_sizes, common_range, slice_boun
 from data_prep.errors import InputError
 from data_prep.intensity import normalise_intensity
 from data_prep.io import nifti_bytes, read_volume
-from data_prep.prepare import Failure
 from data_prep.resample import apply_plan, invert_plan, plan_inplane, resampled_affine, resampled_spacing
 from data_prep.slicing import inplane_axes, restore_volume, slice_affine, take_slice
 from data_prep.splits import resolve_count, split_patients
@@ -252,6 +251,6 @@ def test_label_file_with_zero_vox_offset_is_read_at_byte_352(tmp_path):
     assert np.array_equal(read_volume(path, "label").array, array)
 
 
-def test_worker_failures_cross_processes():
-    failure = pickle.loads(pickle.dumps(Failure("a.nii", "broken")))
-    assert InputError(failure.path, failure.problem).line() == "a.nii: broken"
+def test_input_errors_cross_process_boundaries_intact():
+    error = pickle.loads(pickle.dumps(InputError("a.nii", "broken")))
+    assert (error.path, error.problem, error.line()) == ("a.nii", "broken", "a.nii: broken")

@@ -97,11 +97,12 @@ def make_case(c=2, size=24, seed=0):
         (2, [1], {"lr": 2e-3}),
         (2, [1], {"lr": 2e-3, "early_stop": False, "max_iter": 40}),
         (3, [1, 2], {"lr": 1e-3}),
+        (3, [2], {"lr": 1e-3}),  # one constrained class among three (the sigmoid path)
     ],
 )
 def test_batched_proposals_equal_the_per_image_reference_loop(c, classes, options):
     probs, weak, bounds = make_case(c=c)
-    term = LagrangianProposalLoss(**options)
+    term = LagrangianProposalLoss(classes=classes, **options)
     found = term.proposals(probs, weak, bounds)
     labels, iterations, betas, loss = reference_proposals(probs, weak, bounds, classes, **options)
     assert found.classes == classes

@@ -66,7 +66,8 @@ class LagrangianProposalLoss(LossTerm):
       the given one (0 behaves like -1: its multiplier stays 0).
 
     Vectorised over images and classes: one softmax per iteration over the (still active)
-    images; finished images are dropped from the working set, so their multipliers freeze.
+    images (a sigmoid when a single class is constrained, the same ``u`` for less work);
+    finished images are dropped from the working set, so their multipliers freeze.
     ``last_iterations`` keeps the (B,) iteration counts of the last call for logging.
 
     Shapes: ``probs`` (B, C, H, W); ``weak`` (B, H, W) (255 = unannotated); ``bounds`` (B, C, 2)
@@ -156,15 +157,26 @@ class LagrangianProposalLoss(LossTerm):
         beta = p.new_zeros(b, k, 2)  # [..., 0] upper, [..., 1] lower
         iterations = torch.zeros(b, dtype=torch.long, device=p.device)
         act = torch.arange(b, device=p.device)  # working set: images still iterating
-        logq_act, lower_act, upper_act, upper_on_act = logq, lower, upper, upper_on
+        if k == 1:
+            # One constrained class (the papers' setting): u_c = sigmoid(log q_c - log sum_{j != c} q_j + shift),
+            # the same normalised u with a quarter of the work of a softmax over classes.
+            others = [j for j in range(c) if j != cls[0]]
+            rest = torch.logsumexp(logq[:, others], dim=1) if others else torch.full_like(logq[:, 0], -float("inf"))
+            work = logq[:, cls[0]] - rest  # (B, N)
+        else:
+            work = logq  # (B, C, N)
+        work_act, lower_act, upper_act, upper_on_act = work, lower, upper, upper_on
         for _ in range(self.max_iter):
             if act.numel() == 0:
                 break
             old = beta.index_select(0, act)
-            shift = logq_act.new_zeros(act.numel(), c)
-            shift[:, index] = old[..., 1] - old[..., 0]
-            u = torch.softmax(logq_act + shift[:, :, None], dim=1)
-            size = u.index_select(1, index).sum(dim=2)  # (A, K)
+            if k == 1:
+                size = torch.sigmoid(work_act + (old[:, 0, 1] - old[:, 0, 0])[:, None]).sum(dim=1, keepdim=True)  # (A, 1)
+            else:
+                shift = work_act.new_zeros(act.numel(), c)
+                shift[:, index] = old[..., 1] - old[..., 0]
+                u = torch.softmax(work_act + shift[:, :, None], dim=1)
+                size = u.index_select(1, index).sum(dim=2)  # (A, K)
             step = torch.stack([torch.where(upper_on_act, size - upper_act, -torch.ones_like(size)), lower_act - size], dim=-1)
             new = (old + self.lr * step).clamp_min(0.0)
             beta.index_copy_(0, act, new)
@@ -175,7 +187,7 @@ class LagrangianProposalLoss(LossTerm):
             done = change <= self.tol * old.flatten(1).norm(dim=1)
             if bool(done.any()):
                 keep = ~done
-                act, logq_act = act[keep], logq_act[keep]
+                act, work_act = act[keep], work_act[keep]
                 lower_act, upper_act, upper_on_act = lower_act[keep], upper_act[keep], upper_on_act[keep]
 
         shift = logq.new_zeros(b, c)

@@ -104,7 +104,7 @@ def test_fast_filter_within_tolerance_of_exact(sigma_xy, sigma_int):
 def test_banded_blur_equals_matrix_blur():
     image, probs = smooth_phantom(1, 64), smooth_probs(1, 2, 64)
     feats = gaussian_features(image, 1.5, [0.1])
-    banded = BilateralGridAffinity(feats, 64, 64)
+    banded = BilateralGridAffinity(feats, 64, 64, banded_above=64)
     assert banded.sizes[0] > 64 and banded.blurs[0] is None  # long spatial axes take the banded path
     dense = BilateralGridAffinity(feats, 64, 64, banded_above=10**6)
     assert all(m is not None for m in dense.blurs)

@@ -19,7 +19,7 @@ Two filters share one interface (:class:`AffinityOperator`, built by :class:`Aff
 
 - ``"exact"`` (:class:`ExactAffinity`): forms the N x N affinity of each image, in blocks of rows
   so memory stays O(block x N); O(N^2) time. For small images, tests, and as a reference.
-- ``"fast"`` (:class:`BilateralGridAffinity`): a bilateral grid over (y, x, intensity...) that
+- ``"fast"`` (:class:`BilateralGridAffinity`): a bilateral grid over (y, intensity..., x) that
   never forms N x N. Each pixel is splatted with multilinear ("tent") weights onto a regular grid
   whose spacing is ``sigma / cells_per_sigma`` along every feature axis, the grid is blurred by a
   separable Gaussian, and the result is sliced back with the same weights, so the operator is
@@ -27,8 +27,15 @@ Two filters share one interface (:class:`AffinityOperator`, built by :class:`Aff
   grid Gaussian has variance ``cells_per_sigma^2 - 1/3`` cells^2 so that, with the two tents
   (variance 1/6 cell^2 each), the overall kernel has the target variance; its amplitude is set so
   that the kernel's mass matches the exact one. With the default ``cells_per_sigma=2`` the
-  relative error ``||fast - exact||_F / ||exact||_F`` of the filtered probabilities is about 1-2 %
-  on realistic 64 x 64 MR-like images (tests check < 5 %). Works for any number of channels
+  relative error ``||fast - exact||_F / ||exact||_F`` of the filtered probabilities is 0.8-1.8 %
+  on 48 x 48 and 64 x 64 MR-like images (smooth background, edges, noise) for sigma_xy from 1.5
+  to 80 px, and the DenseCRF / cut loss gradients have cosine similarity >= 0.9998 with the exact
+  ones (tests require < 5 % and >= 0.99). Cost: 2^(2+Ci) scatter-adds and gathers per pixel plus
+  a separable blur of the grid (dense G x G matrix products on short axes, truncated shifted
+  adds on axes over ``banded_above`` cells); the grid has about
+  ``(H / s)(W / s)(range / s_I)`` cells, s = sigma_xy / cells_per_sigma, so a small sigma_xy on a
+  large image gives a grid larger than the image (still linear in N, but cache-bound). Works
+  for any number of channels
   (2 + Ci grid axes, 2^(2+Ci) corners per pixel) while the dense grid fits ``max_cells``: in
   practice one or two channels. For more channels use ``"exact"`` (blocked, O(N^2) time); a
   permutohedral lattice is not implemented.
@@ -55,7 +62,6 @@ Example::
 from __future__ import annotations
 
 import contextlib
-import itertools
 import math
 import warnings
 from typing import Sequence
@@ -222,9 +228,13 @@ class BilateralGridAffinity(AffinityOperator):
     """
 
     def __init__(self, features: torch.Tensor, height: int, width: int, include_self: bool = True,
-                 cells_per_sigma: float = 2.0, max_cells: int = 1 << 26, banded_above: int = 64) -> None:
+                 cells_per_sigma: float = 2.0, max_cells: int = 1 << 26, banded_above: int = 192) -> None:
         b, dims, n = features.shape
         super().__init__(b, height, width, features.dtype, features.device, include_self)
+        # Grid axes ordered (y, intensities..., x): the long spatial axes are then the first and
+        # the last, whose blurs are single large matrix products; the short intensity axes sit in
+        # the middle (small batched products). The operator does not depend on the order.
+        features = features[:, [0] + list(range(2, dims)) + [1]]
         if not cells_per_sigma >= 1.0:
             raise ValueError(f"cells_per_sigma must be >= 1 (grid spacing at most one sigma), got {cells_per_sigma}.")
         with torch.no_grad():
@@ -240,17 +250,21 @@ class BilateralGridAffinity(AffinityOperator):
             for d, s in enumerate(sizes):
                 i0[:, d].clamp_(max=s - 2)
             frac = u - i0
-            i0 = i0.long()
             strides = [math.prod(sizes[d + 1:]) for d in range(dims)]
-            base = torch.arange(b, device=features.device).view(b, 1) * math.prod(sizes)
-            self.corners: list[tuple[torch.Tensor, torch.Tensor]] = []
-            for bits in itertools.product((0, 1), repeat=dims):
-                idx = base.expand(b, n).clone()
-                wgt = torch.ones_like(frac[:, 0])
-                for d, bit in enumerate(bits):
-                    idx += (i0[:, d] + bit) * strides[d]
-                    wgt = wgt * (frac[:, d] if bit else 1.0 - frac[:, d])
-                self.corners.append((idx.reshape(-1), wgt.reshape(1, -1)))
+            base = torch.arange(b, device=features.device, dtype=torch.int64).view(b, 1) * math.prod(sizes)
+            for d in range(dims):
+                base = base + i0[:, d].to(torch.int64) * strides[d]
+            base = base.reshape(-1)  # int64: index_add_ with int32 indices takes a much slower path
+            # Corner c = (bit_0 .. bit_D-1): index base + sum_d bit_d stride_d, weight prod_d (frac_d or 1 - frac_d).
+            offsets, weights = [0], [None]
+            for d in range(dims):
+                f = frac[:, d].reshape(-1)
+                g = 1.0 - f
+                offsets = [o for o in offsets] + [o + strides[d] for o in offsets]
+                weights = [g if w is None else w * g for w in weights] + [f if w is None else w * f for w in weights]
+            self.corners: list[tuple[torch.Tensor, torch.Tensor]] = [
+                (base + off if off else base, w.view(1, -1)) for off, w in zip(offsets, weights)
+            ]
             sg = math.sqrt(cells_per_sigma**2 - 1.0 / 3.0)
             amp = cells_per_sigma / sg
             radius = math.ceil(math.sqrt(2.0 * math.log(1e6)) * sg)  # taps below 1e-6 of the peak dropped

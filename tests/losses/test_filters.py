@@ -111,6 +111,15 @@ def test_banded_blur_equals_matrix_blur():
     assert relative_error(banded(probs), dense(probs)) < 1e-5
 
 
+def test_chunked_grid_equals_single_grid():
+    image, probs = smooth_phantom(3, 24), smooth_probs(3, 2, 24)
+    feats = gaussian_features(image, 4.0, [0.1])
+    chunked = BilateralGridAffinity(feats, 24, 24, chunk_pixels=2 * 24 * 24)  # chunks of 2 images, then 1
+    whole = BilateralGridAffinity(feats, 24, 24, chunk_pixels=1 << 30)
+    assert (chunked.chunk, whole.chunk) == (2, 3)
+    torch.testing.assert_close(chunked(probs), whole(probs), atol=1e-6, rtol=1e-5)
+
+
 def test_fast_filter_two_channels_within_tolerance():
     image = smooth_phantom(1, 48, channels=2)
     probs = smooth_probs(1, 2, 48)

@@ -224,11 +224,14 @@ class BilateralGridAffinity(AffinityOperator):
     grid spacing is ``1 / cells_per_sigma`` in those units along every axis. The blur along an axis
     of at most ``banded_above`` cells is a product with the dense G x G Gaussian matrix (fast BLAS);
     longer axes (small sigma_xy on a large image) use truncated shifted adds (taps below 1e-6 of
-    the peak dropped), whose cost per cell does not grow with G.
+    the peak dropped), whose cost per cell does not grow with G. On CPU the batch is processed in
+    chunks of about ``chunk_pixels`` pixels (whole images), each with its own grid, to keep the
+    scatter/gather working set in cache.
     """
 
     def __init__(self, features: torch.Tensor, height: int, width: int, include_self: bool = True,
-                 cells_per_sigma: float = 2.0, max_cells: int = 1 << 26, banded_above: int = 192) -> None:
+                 cells_per_sigma: float = 2.0, max_cells: int = 1 << 26, banded_above: int = 192,
+                 chunk_pixels: int = 1 << 16) -> None:
         b, dims, n = features.shape
         super().__init__(b, height, width, features.dtype, features.device, include_self)
         # Grid axes ordered (y, intensities..., x): the long spatial axes are then the first and
@@ -251,7 +254,12 @@ class BilateralGridAffinity(AffinityOperator):
                 i0[:, d].clamp_(max=s - 2)
             frac = u - i0
             strides = [math.prod(sizes[d + 1:]) for d in range(dims)]
-            base = torch.arange(b, device=features.device, dtype=torch.int64).view(b, 1) * math.prod(sizes)
+            # On CPU the batch is filtered in chunks of about chunk_pixels pixels, each with its own
+            # small grid, so the scatter/gather working set stays in cache; indices are chunk-local.
+            per_image = math.prod(sizes)
+            self.chunk = max(1, min(b, chunk_pixels // n)) if features.device.type == "cpu" else b
+            local = torch.arange(b, device=features.device, dtype=torch.int64) % self.chunk
+            base = local.view(b, 1) * per_image
             for d in range(dims):
                 base = base + i0[:, d].to(torch.int64) * strides[d]
             base = base.reshape(-1)  # int64: index_add_ with int32 indices takes a much slower path
@@ -262,9 +270,8 @@ class BilateralGridAffinity(AffinityOperator):
                 g = 1.0 - f
                 offsets = [o for o in offsets] + [o + strides[d] for o in offsets]
                 weights = [g if w is None else w * g for w in weights] + [f if w is None else w * f for w in weights]
-            self.corners: list[tuple[torch.Tensor, torch.Tensor]] = [
-                (base + off if off else base, w.view(1, -1)) for off, w in zip(offsets, weights)
-            ]
+            self.base = base
+            self.corners: list[tuple[int, torch.Tensor]] = [(off, w.view(1, -1)) for off, w in zip(offsets, weights)]
             sg = math.sqrt(cells_per_sigma**2 - 1.0 / 3.0)
             amp = cells_per_sigma / sg
             radius = math.ceil(math.sqrt(2.0 * math.log(1e6)) * sg)  # taps below 1e-6 of the peak dropped
@@ -278,6 +285,7 @@ class BilateralGridAffinity(AffinityOperator):
                 self.blurs.append(amp * torch.exp(-0.5 * (k.view(-1, 1) - k.view(1, -1)).square() / sg**2))
         self.sizes = sizes
         self.cells = cells
+        self.per_image = per_image
 
     def _blur_axis(self, grid: torch.Tensor, pre: int, size: int, post: int, matrix: torch.Tensor | None) -> torch.Tensor:
         x = grid.reshape(pre, size, post)
@@ -290,22 +298,28 @@ class BilateralGridAffinity(AffinityOperator):
         return y
 
     def _filter(self, values: torch.Tensor) -> torch.Tensor:
-        # Channel-major grid (C, B * cells): the separable blur then runs as matrix products on
+        # Channel-major grid (C, images * cells): the separable blur then runs as matrix products on
         # contiguous views, without permuting the grid.
         b, c, n = values.shape
-        src = values.transpose(0, 1).reshape(c, b * n)
-        grid = torch.zeros(c, self.cells, dtype=values.dtype, device=values.device)
-        for idx, wgt in self.corners:
-            grid.index_add_(1, idx, src * wgt)
-        shape = [c * b] + list(self.sizes)
-        for d in reversed(range(len(self.sizes))):
-            grid = self._blur_axis(grid, math.prod(shape[: d + 1]), shape[d + 1], math.prod(shape[d + 2:]), self.blurs[d])
-        grid = grid.reshape(c, self.cells)
-        out = None
-        for idx, wgt in self.corners:
-            term = grid.index_select(1, idx).mul_(wgt)
-            out = term if out is None else out.add_(term)
-        return out.view(c, b, n).transpose(0, 1)
+        src_all = values.transpose(0, 1).reshape(c, b * n)
+        out_all = torch.zeros_like(src_all)
+        for b0 in range(0, b, self.chunk):
+            b1 = min(b, b0 + self.chunk)
+            cols = slice(b0 * n, b1 * n)
+            src, out = src_all[:, cols], out_all[:, cols]
+            buf = torch.empty(c, (b1 - b0) * n, dtype=values.dtype, device=values.device)  # corner scratch
+            base = self.base[cols]
+            idx = torch.empty_like(base)
+            grid = torch.zeros(c, (b1 - b0) * self.per_image, dtype=values.dtype, device=values.device)
+            for off, wgt in self.corners:
+                grid.index_add_(1, torch.add(base, off, out=idx), torch.mul(src, wgt[:, cols], out=buf))
+            shape = [c * (b1 - b0)] + list(self.sizes)
+            for d in reversed(range(len(self.sizes))):
+                grid = self._blur_axis(grid, math.prod(shape[: d + 1]), shape[d + 1], math.prod(shape[d + 2:]), self.blurs[d])
+            grid = grid.reshape(c, -1)
+            for off, wgt in self.corners:
+                out.addcmul_(torch.index_select(grid, 1, torch.add(base, off, out=idx), out=buf), wgt[:, cols])
+        return out_all.view(c, b, n).transpose(0, 1)
 
 
 class GridTooLargeError(ValueError):

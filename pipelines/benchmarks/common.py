@@ -26,11 +26,14 @@ def peak_rss_mib(code: str, setup: str = "") -> float:
 
     Each candidate runs in its own process so one candidate's allocations cannot hide another's;
     the peak after ``setup`` alone (imports, inputs) is measured the same way and subtracted.
+    The peak is the kernel's ``VmHWM`` of the child: unlike ``ru_maxrss``, which Linux carries
+    over from the parent across fork and exec, it belongs to the child's own address space.
     """
     runner = (
-        "import resource, sys\n"
+        "import sys\n"
         "exec(compile(sys.stdin.read(), '<benchmark>', 'exec'))\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+        "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM:')][0]\n"
+        "print(int(hwm.split()[1]))\n"
     )
 
     def run(body: str) -> float:

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
-import subprocess
 import sys
 
-from pipelines.benchmarks.common import median_seconds, print_rows
+from pipelines.benchmarks.common import median_seconds, peak_rss_mib, print_rows
 
 SETUP = """
 import math, torch
@@ -26,25 +23,6 @@ ours = GatedCRFLoss([{{"weight": 1.0, "xy": 6.0, "image": 0.1}}], radius=R)
 
 OURS = "ours(torch.softmax(logits, 1), image=image).backward()"
 UNFOLD = "unfold_gated_crf(torch.softmax(logits, 1), image, R, 6.0, 0.1).backward()"
-
-
-def clean_peak_rss_mib(code: str, setup: str) -> float:
-    """``common.peak_rss_mib`` called from a fresh, small Python process.
-
-    Linux carries a process's RSS high-water mark across fork/vfork + exec into ``ru_maxrss`` of
-    the child, so ``peak_rss_mib`` called from a process that has already used more memory than
-    the candidate reports the caller's peak (0 added). A minimal intermediate process avoids that.
-    """
-    prog = (
-        "import json, sys\n"
-        "from pipelines.benchmarks.common import peak_rss_mib\n"
-        "args = json.load(sys.stdin)\n"
-        "print(peak_rss_mib(args['code'], args['setup']))\n"
-    )
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    out = subprocess.run([sys.executable, "-c", prog], input=json.dumps({"code": code, "setup": setup}),
-                         capture_output=True, text=True, check=True, cwd=root)
-    return float(out.stdout.strip().splitlines()[-1])
 
 
 def unfold_gated_crf(probs, image, radius: int, sigma_xy: float, sigma_image: float):
@@ -85,8 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     repeat = args.repeat or (3 if args.quick else 7)
     candidates = {"ours (shifted slices)": OURS, "unfold": UNFOLD}
     setup = SETUP.format(threads=args.threads, batch=args.batch, classes=args.classes, size=args.size, radius=args.radius)
-    # Peak memory first, each candidate in its own fresh process (see clean_peak_rss_mib).
-    rss = {name: clean_peak_rss_mib(code, setup) for name, code in candidates.items()}
+    # Peak memory first, each candidate in its own fresh process.
+    rss = {name: peak_rss_mib(code, setup) for name, code in candidates.items()}
     scope: dict = {}
     exec(setup, scope)
     torch = scope["torch"]

@@ -3,10 +3,15 @@
 Size constraints and their optimisers (Kervadec et al., MedIA 2019): ``PartialCrossEntropy``,
 ``SizePenalty``, ``LogBarrierPenalty``, ``LagrangianProposalLoss``. Priors (2021 slides, eq. 8):
 ``EntropyMinimization``, ``ClassProportionKL``, ``ClassRatioPenalty``, ``MomentPenalty``,
-``CentroidPenalty``. ``WeakSupervisionLoss`` composes a regime's weighted terms from config.
+``CentroidPenalty``. Regularized losses (Tang et al., ECCV 2018; Obukhov et al., 2019):
+``DenseCRFLoss``, ``NormalizedCutLoss``, ``KernelCutLoss``, ``GatedCRFLoss``, with the affinity
+filters of ``filters``. ``WeakSupervisionLoss`` composes a regime's weighted terms from config.
 """
 
 from wss_monai.losses.base import UNANNOTATED, LossTerm
+from wss_monai.losses.cuts import KernelCutLoss, NormalizedCutLoss
+from wss_monai.losses.dense_crf import DenseCRFLoss
+from wss_monai.losses.gated_crf import GatedCRFLoss
 from wss_monai.losses.lagrangian import LagrangianProposalLoss, Proposals
 from wss_monai.losses.log_barrier import LogBarrierPenalty, extended_log_barrier
 from wss_monai.losses.partial_ce import CrossEntropy, PartialCrossEntropy
@@ -31,6 +36,10 @@ __all__ = [
     "ClassRatioPenalty",
     "MomentPenalty",
     "CentroidPenalty",
+    "DenseCRFLoss",
+    "NormalizedCutLoss",
+    "KernelCutLoss",
+    "GatedCRFLoss",
     "WeakSupervisionLoss",
     "TERM_REGISTRY",
     "register_term",

@@ -1,5 +1,6 @@
-"""Segmentation networks used by the papers (ENet, residual U-Net)."""
+"""Segmentation networks used by the papers: ENet (ACDC, vertebral body) and the residual U-Net (prostate)."""
 
 from wss_monai.networks.enet import ENet
+from wss_monai.networks.resunet import ResUNet
 
-__all__ = ["ENet"]
+__all__ = ["ENet", "ResUNet"]

@@ -52,3 +52,26 @@ def print_rows(headers: list[str], rows: list[list[object]]) -> None:
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for row in cells[1:]:
         print(fmt.format(*row))
+
+
+def keep_freed_memory() -> bool:
+    """Tell glibc's allocator to keep freed memory in this process (benchmarks only).
+
+    By default glibc returns large freed blocks to the kernel, and the next step of the same
+    shape pays for fresh pages again; PyTorch's CPU tuning advice is an allocator that keeps them
+    (jemalloc, tcmalloc). This does the same with glibc's own knobs. Returns False where not
+    available (another libc or OS).
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if not name:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        ok = libc.mallopt(m_trim_threshold, 1 << 30) and libc.mallopt(m_mmap_threshold, 32 << 20)
+    except (OSError, AttributeError):
+        return False
+    return bool(ok)

@@ -230,8 +230,8 @@ class BilateralGridAffinity(AffinityOperator):
     """
 
     def __init__(self, features: torch.Tensor, height: int, width: int, include_self: bool = True,
-                 cells_per_sigma: float = 2.0, max_cells: int = 1 << 26, banded_above: int = 192,
-                 chunk_pixels: int = 1 << 16) -> None:
+                 cells_per_sigma: float = 2.0, max_cells: int = 1 << 26, banded_above: int = 1 << 30,
+                 chunk_pixels: int = 1 << 16, block: int = 32) -> None:
         b, dims, n = features.shape
         super().__init__(b, height, width, features.dtype, features.device, include_self)
         # Grid axes ordered (y, intensities..., x): the long spatial axes are then the first and
@@ -263,15 +263,16 @@ class BilateralGridAffinity(AffinityOperator):
             for d in range(dims):
                 base = base + i0[:, d].to(torch.int64) * strides[d]
             base = base.reshape(-1)  # int64: index_add_ with int32 indices takes a much slower path
-            # Corner c = (bit_0 .. bit_D-1): index base + sum_d bit_d stride_d, weight prod_d (frac_d or 1 - frac_d).
-            offsets, weights = [0], [None]
+            # Corner c = (bit_0 .. bit_D-1): index base + sum_d bit_d stride_d, weight prod_d (frac_d or
+            # 1 - frac_d). Only the fractions are kept; the corner weights are built per chunk in
+            # _filter, where they stay in cache (materialising all of them for a large batch made
+            # this preparation grow faster than the pixel count).
+            offsets = [0]
             for d in range(dims):
-                f = frac[:, d].reshape(-1)
-                g = 1.0 - f
-                offsets = [o for o in offsets] + [o + strides[d] for o in offsets]
-                weights = [g if w is None else w * g for w in weights] + [f if w is None else w * f for w in weights]
+                offsets = offsets + [o + strides[d] for o in offsets]
             self.base = base
-            self.corners: list[tuple[int, torch.Tensor]] = [(off, w.view(1, -1)) for off, w in zip(offsets, weights)]
+            self.offsets = offsets
+            self.frac = frac.transpose(0, 1).reshape(dims, -1)  # (D, B * N)
             sg = math.sqrt(cells_per_sigma**2 - 1.0 / 3.0)
             amp = cells_per_sigma / sg
             radius = math.ceil(math.sqrt(2.0 * math.log(1e6)) * sg)  # taps below 1e-6 of the peak dropped
@@ -284,42 +285,72 @@ class BilateralGridAffinity(AffinityOperator):
                 k = torch.arange(s, device=features.device, dtype=features.dtype)
                 self.blurs.append(amp * torch.exp(-0.5 * (k.view(-1, 1) - k.view(1, -1)).square() / sg**2))
         self.sizes = sizes
+        self.block = int(block)
         self.cells = cells
         self.per_image = per_image
 
+    @staticmethod
+    def _corner_weights(frac: torch.Tensor) -> list[torch.Tensor]:
+        """Multilinear weights (1, M) of the 2^D grid corners, in the order of ``self.offsets``."""
+        weights: list[torch.Tensor | None] = [None]
+        for f in frac:
+            g = 1.0 - f
+            weights = [g if w is None else w * g for w in weights] + [f if w is None else w * f for w in weights]
+        return [w.view(1, -1) for w in weights]
+
     def _blur_axis(self, grid: torch.Tensor, pre: int, size: int, post: int, matrix: torch.Tensor | None) -> torch.Tensor:
         x = grid.reshape(pre, size, post)
-        if matrix is not None:
+        if matrix is None:
+            y = x * self.taps[0]
+            for t in range(1, min(len(self.taps), size)):
+                y[:, t:].add_(x[:, :-t], alpha=self.taps[t])
+                y[:, :-t].add_(x[:, t:], alpha=self.taps[t])
+            return y
+        block = self.block
+        if size <= 2 * block:
             return x.reshape(-1, size) @ matrix if post == 1 else torch.matmul(matrix, x)
-        y = x * self.taps[0]
-        for t in range(1, min(len(self.taps), size)):
-            y[:, t:].add_(x[:, :-t], alpha=self.taps[t])
-            y[:, :-t].add_(x[:, t:], alpha=self.taps[t])
+        # Long axis: the Gaussian matrix is banded (entries beyond ``reach`` cells are < 1e-6 of the
+        # peak), so each output block only needs the input slab within reach. The cost per cell is
+        # then constant instead of growing with the axis length, and every product is still BLAS.
+        reach = len(self.taps) - 1
+        y = torch.empty_like(x)
+        flat_x, flat_y = x.reshape(-1, size), y.reshape(-1, size)
+        for start in range(0, size, block):
+            stop = min(size, start + block)
+            lo, hi = max(0, start - reach), min(size, stop + reach)
+            if post == 1:
+                flat_y[:, start:stop] = flat_x[:, lo:hi] @ matrix[lo:hi, start:stop]
+            else:
+                y[:, start:stop] = torch.matmul(matrix[start:stop, lo:hi], x[:, lo:hi])
         return y
 
     def _filter(self, values: torch.Tensor) -> torch.Tensor:
-        # Channel-major grid (C, images * cells): the separable blur then runs as matrix products on
-        # contiguous views, without permuting the grid.
+        # Each chunk of whole images is copied to a channel-major (C, images * pixels) block, so the
+        # separable blur runs as matrix products on contiguous views. Working chunk by chunk from
+        # the (B, C, N) input avoids batch-sized temporaries, whose fresh pages cost more than the
+        # filtering itself for large batches.
         b, c, n = values.shape
-        src_all = values.transpose(0, 1).reshape(c, b * n)
-        out_all = torch.zeros_like(src_all)
+        out_all = torch.empty_like(values)
         for b0 in range(0, b, self.chunk):
             b1 = min(b, b0 + self.chunk)
             cols = slice(b0 * n, b1 * n)
-            src, out = src_all[:, cols], out_all[:, cols]
-            buf = torch.empty(c, (b1 - b0) * n, dtype=values.dtype, device=values.device)  # corner scratch
+            src = values[b0:b1].transpose(0, 1).reshape(c, (b1 - b0) * n)
+            out = torch.zeros_like(src)
+            buf = torch.empty_like(src)  # corner scratch
             base = self.base[cols]
             idx = torch.empty_like(base)
             grid = torch.zeros(c, (b1 - b0) * self.per_image, dtype=values.dtype, device=values.device)
-            for off, wgt in self.corners:
-                grid.index_add_(1, torch.add(base, off, out=idx), torch.mul(src, wgt[:, cols], out=buf))
+            corners = list(zip(self.offsets, self._corner_weights(self.frac[:, cols])))
+            for off, wgt in corners:
+                grid.index_add_(1, torch.add(base, off, out=idx), torch.mul(src, wgt, out=buf))
             shape = [c * (b1 - b0)] + list(self.sizes)
             for d in reversed(range(len(self.sizes))):
                 grid = self._blur_axis(grid, math.prod(shape[: d + 1]), shape[d + 1], math.prod(shape[d + 2:]), self.blurs[d])
             grid = grid.reshape(c, -1)
-            for off, wgt in self.corners:
-                out.addcmul_(torch.index_select(grid, 1, torch.add(base, off, out=idx), out=buf), wgt[:, cols])
-        return out_all.view(c, b, n).transpose(0, 1)
+            for off, wgt in corners:
+                out.addcmul_(torch.index_select(grid, 1, torch.add(base, off, out=idx), out=buf), wgt)
+            out_all[b0:b1] = out.view(c, b1 - b0, n).transpose(0, 1)
+        return out_all
 
 
 class GridTooLargeError(ValueError):

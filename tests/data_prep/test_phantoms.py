@@ -1,6 +1,6 @@
 """The phantoms are the real datasets' layouts: read them the way the real files are read.
 
-Every fact checked here is one of /work/shared/reference/datasets.md; the converters rely on
+Every fact checked here is one of the project's shared/reference/datasets.md; the converters rely on
 them. Small phantoms come from the session fixtures (tests/conftest.py); a few checks write one
 real-size case. The realism checks are cheap proxies for "hard like real images".
 """

@@ -8,8 +8,8 @@ from typing import Sequence
 import torch
 
 from wss_monai.losses.base import LossTerm, reduce
-from wss_monai.losses.dense_crf import check_scale, potts_energy, prepare_maps
-from wss_monai.losses.filters import AffinityFilter, AffinityOperator, autocast_off
+from wss_monai.losses.dense_crf import AffinityEnergyLoss, check_scale, potts_energy, prepare_maps
+from wss_monai.losses.filters import AffinityFilter, autocast_off
 
 EPS = 1e-12
 """Added to each class's weighted size d^T S_k; its square stays representable in float32."""
@@ -26,7 +26,7 @@ def normalized_cut(probs: torch.Tensor, filtered: torch.Tensor, degree: torch.Te
     return (1.0 - assoc / (volume + EPS)).sum(dim=1)
 
 
-class NormalizedCutLoss(LossTerm):
+class NormalizedCutLoss(AffinityEnergyLoss):
     """Normalized cut loss, Tang et al. (ECCV 2018) eq. 5: ``sum_k S_k^T W (1 - S_k) / (d^T S_k)``, d = W 1.
 
     Each class has its own denominator (its weighted size). It is computed in the equivalent
@@ -59,22 +59,8 @@ class NormalizedCutLoss(LossTerm):
         >>> value = loss(probs, image=torch.rand(2, 1, 64, 64))
     """
 
-    def __init__(self, sigma_xy: float = 80.0, sigma_intensity: float | Sequence[float] = 0.06,
-                 filter: str = "auto", scale_factor: float = 1.0, include_self: bool = True,
-                 cells_per_sigma: float = 2.0, reduction: str = "mean") -> None:
-        super().__init__()
-        self.affinity = AffinityFilter(sigma_xy, sigma_intensity, filter, include_self, cells_per_sigma)
-        self.scale_factor = check_scale(scale_factor)
-        self.reduction = self._check_reduction(reduction)
-
-    def forward(self, probs: torch.Tensor, image: torch.Tensor | None = None, **_: object) -> torch.Tensor:
-        probs = self._check_probs(probs)
-        image = self._require("image", image)
-        with autocast_off(probs.device):
-            probs, image = prepare_maps(type(self).__name__, probs, image, self.scale_factor)
-            op: AffinityOperator = self.affinity.scaled(self.scale_factor).prepare(image, probs.dtype)
-            values = normalized_cut(probs, op(probs), op.degree())
-        return reduce(values, self.reduction)
+    def energy(self, probs: torch.Tensor, filtered: torch.Tensor, degree: torch.Tensor) -> torch.Tensor:
+        return normalized_cut(probs, filtered, degree)
 
 
 class KernelCutLoss(LossTerm):

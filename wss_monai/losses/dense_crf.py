@@ -44,7 +44,37 @@ def potts_energy(probs: torch.Tensor, filtered: torch.Tensor, degree: torch.Tens
     return (probs * (degree - filtered)).sum(dim=(1, 2, 3))
 
 
-class DenseCRFLoss(LossTerm):
+class AffinityEnergyLoss(LossTerm):
+    """Shared machinery of the losses built on one Gaussian affinity W (DenseCRF, normalized cut).
+
+    Builds W from the batch key ``image`` (resized with the probabilities by ``scale_factor``),
+    applies it once, and reduces the per-image values that :meth:`energy` computes from
+    ``S``, ``W S`` and the degrees ``d = W 1``.
+    """
+
+    def __init__(self, sigma_xy: float = 80.0, sigma_intensity: float | Sequence[float] = 0.06,
+                 filter: str = "auto", scale_factor: float = 1.0, include_self: bool = True,
+                 cells_per_sigma: float = 2.0, reduction: str = "mean") -> None:
+        super().__init__()
+        self.affinity = AffinityFilter(sigma_xy, sigma_intensity, filter, include_self, cells_per_sigma)
+        self.scale_factor = check_scale(scale_factor)
+        self.reduction = self._check_reduction(reduction)
+
+    def energy(self, probs: torch.Tensor, filtered: torch.Tensor, degree: torch.Tensor) -> torch.Tensor:
+        """Per-image values (B,) from S (B, C, H, W), W S (B, C, H, W) and d = W 1 (B, 1, H, W)."""
+        raise NotImplementedError
+
+    def forward(self, probs: torch.Tensor, image: torch.Tensor | None = None, **_: object) -> torch.Tensor:
+        probs = self._check_probs(probs)
+        image = self._require("image", image)
+        with autocast_off(probs.device):
+            probs, image = prepare_maps(type(self).__name__, probs, image, self.scale_factor)
+            op: AffinityOperator = self.affinity.scaled(self.scale_factor).prepare(image, probs.dtype)
+            values = self.energy(probs, op(probs), op.degree())
+        return reduce(values, self.reduction)
+
+
+class DenseCRFLoss(AffinityEnergyLoss):
     """DenseCRF loss of Tang et al. (ECCV 2018) eq. 4: ``sum_k S_k^T W (1 - S_k)`` with a dense Gaussian W.
 
     ``W_ij = exp(-|p_i - p_j|^2 / (2 sigma_xy^2) - |I_i - I_j|^2 / (2 sigma_intensity^2))`` over
@@ -94,20 +124,5 @@ class DenseCRFLoss(LossTerm):
         >>> value.backward()
     """
 
-    def __init__(self, sigma_xy: float = 80.0, sigma_intensity: float | Sequence[float] = 0.06,
-                 filter: str = "auto", scale_factor: float = 1.0, include_self: bool = True,
-                 cells_per_sigma: float = 2.0, reduction: str = "mean") -> None:
-        super().__init__()
-        self.affinity = AffinityFilter(sigma_xy, sigma_intensity, filter, include_self, cells_per_sigma)
-        self.scale_factor = check_scale(scale_factor)
-        self.reduction = self._check_reduction(reduction)
-
-    def forward(self, probs: torch.Tensor, image: torch.Tensor | None = None, **_: object) -> torch.Tensor:
-        probs = self._check_probs(probs)
-        image = self._require("image", image)
-        with autocast_off(probs.device):
-            probs, image = prepare_maps(type(self).__name__, probs, image, self.scale_factor)
-            op: AffinityOperator = self.affinity.scaled(self.scale_factor).prepare(image, probs.dtype)
-            n = probs.shape[-2] * probs.shape[-1]
-            values = potts_energy(probs, op(probs), op.degree()) / n
-        return reduce(values, self.reduction)
+    def energy(self, probs: torch.Tensor, filtered: torch.Tensor, degree: torch.Tensor) -> torch.Tensor:
+        return potts_energy(probs, filtered, degree) / (probs.shape[-2] * probs.shape[-1])

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+
+from data_prep.phantoms.config import PhantomConfig
 from pathlib import Path
 
 import nibabel as nib
@@ -36,7 +38,7 @@ GROUPS = ("NOR", "MINF", "DCM", "HCM", "RV")
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(PhantomConfig):
     """Ranges the patients are drawn from; ``inplane``/``slices``/``frames`` fix a size instead."""
 
     x_size: tuple[int, int] = (154, 256)
@@ -49,11 +51,6 @@ class Config:
     inplane: int | None = None
     slices: int | None = None
     frames: int | None = None
-
-    @classmethod
-    def build(cls, small: bool = False, **overrides) -> "Config":
-        base = cls.small() if small else cls()
-        return dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None})
 
     @classmethod
     def small(cls) -> "Config":

@@ -15,8 +15,9 @@ cases (vendors; an endorectal coil in some cases makes the tissue next to it gla
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
+
+from data_prep.phantoms.config import PhantomConfig
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,7 @@ GLAND = 1
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(PhantomConfig):
     """Ranges the cases are drawn from; ``inplane``/``slices`` fix a size instead."""
 
     matrix_sizes: tuple[int, ...] = (256, 320, 384, 512)
@@ -45,11 +46,6 @@ class Config:
     coil_fraction: float = 0.35
     inplane: int | None = None
     slices: int | None = None
-
-    @classmethod
-    def build(cls, small: bool = False, **overrides) -> "Config":
-        base = cls.small() if small else cls()
-        return dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None})
 
     @classmethod
     def small(cls) -> "Config":

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+
+from data_prep.phantoms.config import PhantomConfig
 from pathlib import Path
 
 import nibabel as nib
@@ -35,7 +37,7 @@ BODY = 1
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(PhantomConfig):
     """Grid of the scans (the real ones all share one); ``inplane``/``slices`` resize it."""
 
     shape: tuple[int, int, int] = (39, 305, 305)
@@ -45,8 +47,7 @@ class Config:
 
     @classmethod
     def build(cls, small: bool = False, **overrides) -> "Config":
-        base = cls.small() if small else cls()
-        cfg = dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None})
+        cfg = super().build(small, **overrides)
         # A resized grid keeps the field of view (the spine must still fit), so the spacing follows.
         nx, ny, nz = cfg.shape
         sx, sy, sz = cfg.spacing

@@ -40,6 +40,13 @@ __all__ = ["make_dataloader", "WeakSliceDataset", "SAMPLINGS"]
 SAMPLINGS = ("slices", "volume", "hybrid")
 
 
+def _unwrap(error: BaseException) -> BaseException:
+    """The original error inside MONAI's "applying transform ..." RuntimeError wrappers."""
+    while isinstance(error, RuntimeError) and str(error).startswith("applying transform") and error.__cause__ is not None:
+        error = error.__cause__
+    return error
+
+
 class WeakSliceDataset(torch.utils.data.Dataset):
     """Samples of one split: cached loading, then the seeded augmentation, then batch dtypes.
 
@@ -70,12 +77,15 @@ class WeakSliceDataset(torch.utils.data.Dataset):
             ]
         )
         data = [dict(s, image_path=s["image"]) for s in self.samples]
-        if cache:
-            # no random transform in it: CacheDataset returns the cached dict itself, which the
-            # steps below copy (a new dict) and never modify in place.
-            self.base = CacheDataset(data, deterministic, num_workers=cache_workers, progress=False, copy_cache=False)
-        else:
-            self.base = Dataset(data, deterministic)
+        try:
+            if cache:
+                # no random transform in it: CacheDataset returns the cached dict itself, which
+                # the steps below copy (a new dict) and never modify in place.
+                self.base = CacheDataset(data, deterministic, num_workers=cache_workers, progress=False, copy_cache=False)
+            else:
+                self.base = Dataset(data, deterministic)
+        except RuntimeError as error:
+            raise _unwrap(error) from None
         self.augment = augment
         self.format = FormatSampled(image_key="image", label_keys=("weak", "label"))
         self.class_names: dict[int, str] = {}
@@ -89,7 +99,10 @@ class WeakSliceDataset(torch.utils.data.Dataset):
             index, sample_seed, scale_seed = ref
         else:
             index, sample_seed, scale_seed = int(ref), None, None
-        item = dict(self.base[index])
+        try:
+            item = dict(self.base[index])
+        except RuntimeError as error:  # a file that cannot be read: its own message, naming it
+            raise _unwrap(error) from None
         if self.augment is not None and sample_seed is not None:
             square = item["image"].shape[-2] == item["image"].shape[-1]
             self.augment.set_random_state(seed=int(sample_seed))

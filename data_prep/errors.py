@@ -8,6 +8,7 @@ problem; :func:`exit_on_input_error` turns it into one line on stderr and exit c
 from __future__ import annotations
 
 import functools
+import re
 import sys
 from pathlib import Path
 from typing import Callable, TypeVar
@@ -31,7 +32,17 @@ class InputError(Exception):
         return (type(self), (self.path, self.problem))
 
     def line(self) -> str:
-        return f"{self.path}: {self.problem}" if self.path else self.problem
+        """``<file>: <problem>`` on one line: control characters (a newline in a file name) are escaped."""
+        text = f"{self.path}: {self.problem}" if self.path else self.problem
+        return one_line(text)
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def one_line(text: str) -> str:
+    """``text`` with newlines, tabs and other control characters written as escapes (``\\n``)."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
 def exit_on_input_error(func: F) -> F:

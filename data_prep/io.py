@@ -11,10 +11,16 @@ Any problem with a file becomes an :class:`~data_prep.errors.InputError` naming 
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import gzip
 import hashlib
+import os
+import struct
+import sys
+import tempfile
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
@@ -29,6 +35,7 @@ GZIP_LEVEL = 1
 COMPRESS_FLOAT_IMAGES = False
 #: NIfTI-1 single files keep their data after the 348-byte header and 4 extension bytes.
 NIFTI1_SINGLE_FILE_OFFSET = 352
+NIFTI1_HEADER_SIZE = 348
 #: ITK's spacing and direction are LPS; NIfTI affines are RAS.
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 
@@ -62,20 +69,22 @@ def read_volume(path: str | Path, role: str = "image") -> Volume:
     (a trailing axis of length 1 is dropped) with positive finite spacing.
     """
     path = Path(path)
-    if not path.exists():
-        raise InputError(path, f"{role} file missing")
+    _check_readable(path, role)
     kind = volume_format(path)
     try:
-        if kind == "nifti":
-            array, spacing, affine = _read_nifti(path)
-        elif kind == "itk":
-            array, spacing, affine = _read_itk(path)
-        else:
-            array, spacing, affine = _read_dicom_series(path)
+        with _native_stderr_captured() as native:
+            if kind == "nifti":
+                array, spacing, affine = _read_nifti(path)
+            elif kind == "itk":
+                array, spacing, affine = _read_itk(path)
+            else:
+                array, spacing, affine = _read_dicom_series(path)
     except InputError:
         raise
     except Exception as err:  # third-party readers raise many types for a bad file
-        raise InputError(path, f"unreadable or truncated {role} file ({_one_line(err)})") from None
+        said = "; ".join(line for line in native if line not in str(err))
+        reason = _one_line(err) + (f"; {_one_line_text(said)}" if said else "")
+        raise InputError(path, f"unreadable or truncated {role} file ({reason})") from None
     array = _as_3d(array, path)
     _check_spacing(spacing, path)
     if role == "image":
@@ -85,11 +94,53 @@ def read_volume(path: str | Path, role: str = "image") -> Volume:
     return Volume(array=array, spacing=tuple(float(s) for s in spacing), affine=affine, path=path)
 
 
+def _check_readable(path: Path, role: str) -> None:
+    """Missing files, link loops, folders named like files, empty and unreadable files: each its own message."""
+    if not path.exists():
+        if path.is_symlink():
+            try:
+                os.stat(path)
+            except OSError as err:
+                if err.errno == errno.ELOOP:
+                    raise InputError(path, f"{role} file is a symbolic link loop") from None
+            raise InputError(path, f"{role} file is a broken symbolic link (to {os.readlink(path)})")
+        raise InputError(path, f"{role} file missing")
+    if path.is_dir():
+        if path.name.lower().endswith(NIFTI_SUFFIXES + ITK_SUFFIXES):
+            raise InputError(path, f"is a folder; the {role} must be a file")
+        try:
+            os.listdir(path)
+        except OSError as err:
+            raise InputError(path, f"cannot read the {role} folder ({err.strerror})") from None
+        return
+    try:
+        with open(path, "rb") as handle:
+            first = handle.read(1)
+    except OSError as err:
+        raise InputError(path, f"cannot read the {role} file ({err.strerror})") from None
+    if not first:
+        raise InputError(path, f"{role} file is empty (0 bytes)")
+
+
 def _read_nifti(path: Path):
     import nibabel as nib
+    from nibabel.imageglobals import LoggingOutputSuppressor
 
-    img = nib.load(str(path))
+    raw = _nifti1_header(path)
+    bad_magic = _magic_problem(raw)
+    if raw is not None and bad_magic is None:
+        _check_pixdim(raw, path)
+    try:
+        with LoggingOutputSuppressor():  # nibabel logs header fixes to stderr; bad ones were refused above
+            img = nib.load(str(path))
+    except Exception:
+        if bad_magic:
+            raise InputError(path, bad_magic) from None
+        raise
     header = img.header
+    shape = tuple(int(n) for n in header.get_data_shape())
+    if shape and min(shape) < 1:
+        raise InputError(path, f"is empty: shape {shape} has a zero-length axis")
     array = np.asanyarray(_nifti_dataobj(img, path))
     # The header zooms are the voxel size; ACDC's sform is a unit diag(-1,-1,1) while its qform
     # holds the real spacing, and nibabel's ``affine`` prefers the sform: so prefer the qform.
@@ -125,11 +176,63 @@ def _nifti_dataobj(img, path: Path):
     return img.dataobj
 
 
+def _nifti1_header(path: Path) -> tuple[str, bytes] | None:
+    """(byte order, the 348 header bytes) of a NIfTI-1 file, or None when it does not start like one."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rb") as handle:
+            header = handle.read(NIFTI1_HEADER_SIZE)
+    except (OSError, EOFError):
+        return None  # not a gzip file, truncated...: nibabel's own error says which
+    if len(header) < NIFTI1_HEADER_SIZE:
+        return None
+    for order in "<>":
+        if struct.unpack(f"{order}i", header[:4])[0] == NIFTI1_HEADER_SIZE:
+            return order, header
+    return None  # NIfTI-2, or no NIfTI at all: left to nibabel
+
+
+def _magic_problem(raw: tuple[str, bytes] | None) -> str | None:
+    if raw is None or raw[1][344:348] in (b"n+1\x00", b"ni1\x00"):
+        return None
+    shown = raw[1][344:348].rstrip(b"\x00").decode("latin-1")
+    return f"bad NIfTI-1 magic number {shown!r} (expected 'n+1'): damaged header or not a NIfTI file"
+
+
+def _check_pixdim(raw: tuple[str, bytes], path: Path) -> None:
+    """Refuse a zero or non-finite voxel size in the header (nibabel would silently read it as 1 mm)."""
+    order, header = raw
+    ndim = max(0, min(int(struct.unpack(f"{order}h", header[40:42])[0]), 3))
+    sizes = struct.unpack(f"{order}8f", header[76:108])[1 : 1 + ndim]
+    if any(not np.isfinite(v) or v == 0 for v in sizes):
+        raise InputError(path, f"has invalid voxel spacing {tuple(float(v) for v in sizes)} in its header")
+
+
 def _read_itk(path: Path):
     import SimpleITK as sitk
 
+    _check_metaimage_data_file(path)
     image = sitk.ReadImage(str(path))
     return _from_sitk(image, path)
+
+
+def _check_metaimage_data_file(path: Path) -> None:
+    """A ``.mhd`` header names its voxel file (``ElementDataFile``): say so when that file is missing."""
+    if not path.name.lower().endswith(".mhd"):
+        return
+    try:
+        text = path.read_text(encoding="latin-1")
+    except OSError:
+        return
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip() == "ElementDataFile":
+            name = value.strip()
+            if name and name.upper() not in ("LOCAL", "LIST") and " " not in name and "%" not in name:
+                data = path.parent / name
+                if not data.exists():
+                    raise InputError(data, f"data file missing (named by ElementDataFile in {path.name})")
+            return
 
 
 def _read_dicom_series(path: Path):
@@ -231,18 +334,59 @@ def nifti_bytes(array: np.ndarray, affine: np.ndarray, compress: bool = True) ->
 
 
 def write_file(root: Path, relpath: str, data: bytes) -> str:
-    """Write ``data`` to ``root/relpath`` and return its sha256 (computed before writing: no re-read)."""
+    """Write ``data`` to ``root/relpath`` and return its sha256 (computed before writing: no re-read).
+
+    ``relpath`` must stay inside ``root`` (relative, no ``..``): ids from user data are sanitised
+    before they become file names, and this refuses anything that slipped through.
+    """
+    parts = PurePosixPath(relpath).parts
+    if not parts or PurePosixPath(relpath).is_absolute() or ".." in parts or "\\" in relpath:
+        raise ValueError(f"refusing to write {relpath!r}: not a relative path inside the output folder")
     target = root / relpath
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(data)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+    except OSError as err:
+        raise InputError(target, f"cannot write the output ({err.strerror or err})") from None
     return hashlib.sha256(data).hexdigest()
 
 
 def _one_line(err: BaseException) -> str:
     """A short one-line reason from an exception (ITK messages span many lines)."""
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    text = lines[-1] if lines else type(err).__name__
+    return _one_line_text(str(err)) or type(err).__name__
+
+
+def _one_line_text(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    text = lines[-1] if lines else ""
     return text if len(text) <= 160 else text[:157] + "..."
+
+
+@contextlib.contextmanager
+def _native_stderr_captured():
+    """Collect what C++ readers (ITK, GDCM, MetaIO) print to file descriptor 2 while the block runs.
+
+    They write warnings and reasons straight to the process's stderr, which would add lines to
+    the one-line error. The yielded list receives those lines when the block ends; the caller
+    adds them to its message when the read fails, and drops them otherwise.
+    """
+    lines: list[str] = []
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no usable file descriptor 2 (embedded interpreters)
+        yield lines
+        return
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            text = sink.read().decode("utf-8", errors="replace")
+            lines.extend(line.strip() for line in text.splitlines() if line.strip() and not line.startswith("WARNING: In "))
 
 
 def _fmt(values) -> str:

@@ -34,6 +34,7 @@ SPEC = SourceSpec(
 )
 PLACEHOLDER = re.compile(r"\{(case|patient)\}")
 UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+EDGES = re.compile(r"^[._]+|[._]+$")
 
 
 def pattern_regex(pattern: str) -> re.Pattern:
@@ -118,7 +119,7 @@ def _cases_from_csv(src: Path, listing: Path) -> list[Case]:
 
 
 def _case(patient: str, volume: str, image: Path, label: Path) -> Case:
-    if not image.exists():
+    if not image.exists() and not image.is_symlink():  # a broken link or loop: read_volume says which
         raise InputError(image, "image file missing")
     return Case(patient=_safe(patient), volume=_safe(volume), image=image, label=require_label(image, label))
 
@@ -137,5 +138,6 @@ def _stem(path: Path) -> str:
 
 
 def _safe(name: str) -> str:
-    """A file-name-safe id: runs of other characters become '_'."""
-    return UNSAFE.sub("_", name).strip("_") or "case"
+    """A file-name-safe id: runs of other characters (``/``, ``\\``, spaces...) become '_' and
+    leading or trailing dots and '_' go, so no id is a path, ``..`` or a hidden name."""
+    return EDGES.sub("", UNSAFE.sub("_", name)) or "case"

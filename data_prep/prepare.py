@@ -10,9 +10,7 @@ the end, so a failure leaves nothing behind.
 
 from __future__ import annotations
 
-import concurrent.futures
 import functools
-import multiprocessing
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from data_prep import manifest
-from data_prep.atomic import atomic_dir
+from data_prep.atomic import atomic_dir, clean_stale
 from data_prep.bounds import BoundOptions, class_sizes, common_range
 from data_prep.errors import InputError
 from data_prep.intensity import DEFAULT_PERCENTILES, normalise_intensity
@@ -30,6 +28,7 @@ from data_prep.slicing import inplane_axes, slice_affine, take_slice
 from data_prep.sources import Case
 from data_prep.splits import resolve_count, split_patients
 from data_prep.weak_labels import STRATEGIES, UNANNOTATED, WeakOptions, weak_label
+from data_prep.workers import process_pool
 
 IMAGE_SUFFIX = ".nii.gz" if COMPRESS_FLOAT_IMAGES else ".nii"
 
@@ -190,10 +189,7 @@ def run_cases(cases: list[Case], options: PrepareOptions, root: Path, workers: i
     task = functools.partial(prepare_volume, options=options, root=root)
     executor = None
     if workers > 1 and len(cases) > 1:
-        # spawn, not fork: the parent may hold torch/OpenMP threads (pytest, notebooks) that fork breaks.
-        executor = concurrent.futures.ProcessPoolExecutor(
-            max_workers=min(workers, len(cases)), mp_context=multiprocessing.get_context("spawn")
-        )
+        executor = process_pool(min(workers, len(cases)))  # spawned, and killed with this process
         outcomes = executor.map(task, cases, chunksize=1)
     else:
         outcomes = map(task, cases)
@@ -246,10 +242,11 @@ def common_bounds(results: list[VolumeResult], reference: str | None, options: P
         try:
             bounds.append(common_range(sizes, options.bound_options))
         except ValueError:
+            labels = [r.case.label for r in results if r.case.patient == reference]
             raise InputError(
-                None,
-                f"reference patient {reference} has no slice with class {options.class_names[cls]}; "
-                "choose another with --reference-patient or give --common-bounds",
+                labels[0] if len(labels) == 1 else None,
+                f"reference patient {reference} has no slice with class {options.class_names[cls]} "
+                f"in its {len(labels)} label file(s); choose another with --reference-patient or give --common-bounds",
             ) from None
     return bounds
 
@@ -259,6 +256,9 @@ def prepare(cases: list[Case], options: PrepareOptions, src: Path, out: Path, wo
     if not cases:
         raise InputError(src, "no cases found")
     out = Path(out)
+    clean_stale(out)  # temporaries of killed runs (see data_prep.atomic)
+    if out.exists() and not out.is_dir():
+        raise InputError(out, "exists and is not a folder; choose another --out")
     if out.exists() and not overwrite:
         raise InputError(out, "output folder already exists; pass --overwrite to replace it")
     splits = assign_splits(cases, options)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from data_prep.atomic import clean_stale
 from data_prep.errors import InputError
 from data_prep.phantoms import acdc, promise12, vertebral
 from data_prep.phantoms.runner import generate_cases
@@ -48,6 +49,7 @@ def generate(dataset: str, out: str | Path, cases: int | None = None, seed: int 
     if int(workers) < 1:
         raise InputError(out, f"--workers must be at least 1, got {workers}")
     config = _config(module, out, small, overrides)
+    clean_stale(out)  # temporaries of killed runs (see data_prep.atomic)
     replace = _check_destination(out, overwrite)
     start = first_index(dataset)
     return generate_cases(module, out, list(range(start, start + count)), int(seed), config, int(workers),

@@ -7,9 +7,8 @@ bytes depend neither on the number of workers nor on the order in which cases fi
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -18,6 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from data_prep.atomic import atomic_dir
+from data_prep.workers import process_pool
 
 #: Mixed into every case's seed so that the three datasets never share random streams.
 STREAM = {"acdc": 1, "promise12": 2, "vertebral": 3}
@@ -47,9 +47,8 @@ def generate_cases(module: ModuleType, out: Path, indices: list[int], seed: int,
             for index in tqdm(indices, **progress):
                 write_one(module.__name__, str(tmp), index, seed, config)
         else:
-            # spawn: workers start clean (no inherited threads or locks from torch or the caller).
-            context = multiprocessing.get_context("spawn")
-            with _single_threaded_children(), ProcessPoolExecutor(workers, mp_context=context) as pool:
+            # spawned (no inherited threads or locks from torch or the caller), killed with this process.
+            with _single_threaded_children(), process_pool(workers) as pool:
                 jobs = [pool.submit(write_one, module.__name__, str(tmp), i, seed, config) for i in indices]
                 for job in tqdm(as_completed(jobs), **progress):
                     job.result()

@@ -206,3 +206,17 @@ def test_bad_arguments_are_explained(prepared_acdc):
         make_dataloader(prepared_acdc, "training", weak="box")
     with pytest.raises(ValueError, match="full=True needs the labels"):
         make_dataloader(prepared_acdc, "training", full=True, load_labels=False)
+
+
+def test_batches_feed_the_regime_losses(prepared_acdc):
+    """The batch dict goes straight into WeakSupervisionLoss: hybrid routing, 2D and 3D size terms."""
+    from wss_monai.losses import WeakSupervisionLoss
+
+    hybrid = WeakSupervisionLoss([{"name": "partial_ce"}, {"name": "size", "weight": 0.01}])
+    for batch in make_dataloader(prepared_acdc, "training", bounds="common", sampling="hybrid", full_patients=1, batch_size=6, augment=True):
+        probs = torch.softmax(torch.randn(len(batch["slice"]), 2, *batch["weak"].shape[1:]), dim=1)
+        assert torch.isfinite(hybrid(probs, **batch))
+    volume3d = WeakSupervisionLoss([{"name": "partial_ce"}, {"name": "size", "weight": 0.01, "args": {"per_volume": True}}])
+    batch = next(iter(make_dataloader(prepared_acdc, "training", bounds="volume3d", sampling="volume", augment=True)))
+    probs = torch.softmax(torch.randn(len(batch["slice"]), 2, *batch["weak"].shape[1:]), dim=1)
+    assert torch.isfinite(volume3d(probs, **batch))

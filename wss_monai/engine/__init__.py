@@ -1,0 +1,59 @@
+"""The training engine behind the MONAI bundles (``bundles/``): sessions, batches, metric, handlers, plots.
+
+The bundles' JSON configs build MONAI's ``SupervisedTrainer`` and ``SupervisedEvaluator`` from
+these pieces (every ``_target_`` points here, into ``wss_monai`` or into MONAI):
+
+- :class:`TrainingSession` / :class:`EvaluationSession`: the checked top-level keys of a bundle
+  (dataset, regime, names, folders); bad input ends with one line and exit code 2;
+- :class:`PrepareWeakBatch` / :class:`PrepareEvalBatch`: ``prepare_batch`` of the trainer / evaluator;
+- :class:`VolumeScoresMetric`: 2D and 3D Dice and HD95 per class (the key metric ``val_dice_3d_mean``);
+- handlers: :class:`TrainLossMonitor` (epoch loss means, NaN/Inf guard), :class:`EpochSetter`,
+  :class:`ProgressBar`, :class:`EpochSummary`, :class:`MLflowTracker`, :class:`EvaluationReport`;
+- :func:`load_network`, :func:`current_config`, :func:`dataset_num_classes`.
+"""
+
+from wss_monai.engine.batch import PrepareEvalBatch, PrepareWeakBatch
+from wss_monai.engine.errors import BundleInputError, fail
+from wss_monai.engine.handlers import (
+    EpochSetter,
+    EpochSummary,
+    EvaluationReport,
+    LastCheckpoint,
+    MLflowTracker,
+    NonFiniteLossError,
+    ProgressBar,
+    TrainLossMonitor,
+    load_network,
+    unwrap,
+)
+from wss_monai.engine.scores import VolumeScoresMetric
+from wss_monai.engine.session import (
+    EvaluationSession,
+    TrainingSession,
+    current_config,
+    dataset_num_classes,
+    read_run_info,
+)
+
+__all__ = [
+    "BundleInputError",
+    "fail",
+    "TrainingSession",
+    "EvaluationSession",
+    "current_config",
+    "dataset_num_classes",
+    "read_run_info",
+    "PrepareWeakBatch",
+    "PrepareEvalBatch",
+    "VolumeScoresMetric",
+    "NonFiniteLossError",
+    "TrainLossMonitor",
+    "EpochSetter",
+    "LastCheckpoint",
+    "ProgressBar",
+    "EpochSummary",
+    "MLflowTracker",
+    "EvaluationReport",
+    "load_network",
+    "unwrap",
+]

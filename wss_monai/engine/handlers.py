@@ -1,0 +1,682 @@
+"""Ignite handlers of the bundles: loss monitoring, epoch schedules, progress, summaries, MLflow, reports.
+
+Each handler has ``attach(engine)`` and goes in a MONAI workflow's ``train_handlers`` /
+``val_handlers`` list (``{"_target_": "wss_monai.engine.TrainLossMonitor", ...}``).
+
+- :class:`TrainLossMonitor` (trainer): sums the loss and each loss term on the device (no host
+  synchronisation per iteration), stops training with :class:`NonFiniteLossError` naming the epoch
+  and iteration where the loss first became NaN or infinite, and puts ``train_loss`` and
+  ``train_<term>`` into ``engine.state.metrics`` at the end of each epoch. It runs first at the end
+  of an epoch, so a diverged network is never validated or checkpointed: the last good checkpoint
+  stays.
+- :class:`EpochSetter` (trainer): tells the loss terms the epoch (the log-barrier's t) and the
+  loader's sampler (reshuffling of custom distributed samplers).
+- :class:`ProgressBar` (trainer): ignite's tqdm bar, only on an interactive terminal.
+- :class:`EpochSummary` (trainer): one log line per epoch.
+- :class:`MLflowTracker` (trainer): the MLflow run (params, per-epoch metrics, artifacts,
+  status) and the ``run.json`` of the output folder.
+- :class:`EvaluationReport` (evaluator of ``evaluate.json``): metrics JSON, per-volume CSV, and the
+  scores logged into the training run.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import json
+import logging
+import math
+import os
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from ignite.engine import Engine, Events
+
+from wss_monai.engine.errors import fail
+from wss_monai.engine.session import BEST_CHECKPOINT, read_run_info, write_run_info
+
+__all__ = [
+    "NonFiniteLossError",
+    "TrainLossMonitor",
+    "EpochSetter",
+    "LastCheckpoint",
+    "ProgressBar",
+    "EpochSummary",
+    "MLflowTracker",
+    "EvaluationReport",
+    "load_network",
+    "unwrap",
+]
+
+logger = logging.getLogger("wss_monai.engine")
+
+
+def _rank() -> int:
+    try:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_rank()
+    except ImportError:  # pragma: no cover
+        pass
+    return 0
+
+
+def _add_first(engine: Engine, event: Any, handler: Any, *args: Any) -> None:
+    """Register ``handler`` for ``event`` ahead of the handlers already there (ignite runs them in order)."""
+    engine.add_event_handler(event, handler, *args)
+    try:
+        handlers = engine._event_handlers[event]  # ignite's per-event list of (handler, args, kwargs)
+        handlers.insert(0, handlers.pop())
+    except (AttributeError, KeyError, IndexError, TypeError):  # pragma: no cover - other ignite versions
+        pass
+
+
+def unwrap(network: torch.nn.Module) -> torch.nn.Module:
+    """The module inside ``DistributedDataParallel`` / ``DataParallel`` (or the network itself)."""
+    return getattr(network, "module", network)
+
+
+def _float(value: Any) -> float | None:
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            return None
+        value = value.item()
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, (int, float)):
+        return float(value)
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# loss monitoring
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite; the message names the epoch and the iteration."""
+
+
+class TrainLossMonitor:
+    """Epoch means of the loss and its terms, and a guard against a NaN/Inf loss.
+
+    Per iteration, the loss (``engine.state.output["loss"]``) and the unweighted term values of
+    ``loss`` (a :class:`~wss_monai.losses.WeakSupervisionLoss`, its ``last_values``) are added up
+    on their device, and the first iteration with a non-finite loss is recorded there too. The
+    record is read (one host synchronisation) every ``check_interval`` iterations and at the end
+    of each epoch; a non-finite loss stops training with :class:`NonFiniteLossError`, whose
+    message gives the epoch, the iteration, the term values of that iteration and the last good
+    checkpoint.
+
+    Metrics set at the end of each epoch: ``train_loss`` and ``train_<term>`` (the means over the
+    epoch's iterations); terms with a schedule report it too (``train_log_barrier_t``).
+
+    Args:
+        loss: the loss whose terms are logged (optional; without it only ``train_loss``).
+        check_interval: iterations between checks; None = 1 when the loss lives on the CPU (no
+            cost) and 50 on an accelerator (bounded waste, few synchronisations).
+        checkpoint_dir: folders named in the error message as holding the last good checkpoints.
+        prefix: metric name prefix.
+    """
+
+    def __init__(
+        self,
+        loss: Any = None,
+        check_interval: int | None = None,
+        checkpoint_dir: str | Sequence[str] | None = None,
+        prefix: str = "train_",
+    ) -> None:
+        self.loss = loss
+        self.check_interval = None if check_interval is None else max(0, int(check_interval))
+        if checkpoint_dir is None:
+            checkpoint_dir = []
+        self.checkpoint_dirs = [checkpoint_dir] if isinstance(checkpoint_dir, (str, os.PathLike)) else list(checkpoint_dir)
+        self.prefix = prefix
+        self._reset()
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_STARTED, self._epoch_started)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._iteration_completed)
+        _add_first(engine, Events.EPOCH_COMPLETED, self._epoch_completed)
+
+    def _reset(self) -> None:
+        self._count = 0
+        self._sum: torch.Tensor | None = None
+        self._term_keys: list[str] | None = None
+        self._term_sum: torch.Tensor | None = None
+        self._first_bad: torch.Tensor | None = None
+        self._bad_terms: torch.Tensor | None = None
+        self._bad_loss: torch.Tensor | None = None
+
+    def _epoch_started(self, engine: Engine) -> None:
+        self._reset()
+
+    def _terms(self) -> dict[str, torch.Tensor]:
+        values = getattr(self.loss, "last_values", None) or {}
+        return {k: v for k, v in values.items() if k != "total" and isinstance(v, torch.Tensor)}
+
+    def _iteration_completed(self, engine: Engine) -> None:
+        output = engine.state.output
+        loss = output.get("loss") if isinstance(output, Mapping) else output
+        if not isinstance(loss, torch.Tensor):
+            return
+        loss = loss.detach().float().reshape(())
+        terms = self._terms()
+        if self._term_keys is None:
+            self._term_keys = list(terms)
+        stacked = torch.stack([terms[k].float().reshape(()) if k in terms else loss.new_tensor(float("nan")) for k in self._term_keys]) if self._term_keys else None
+        # the iteration number inside the epoch, 1-based, kept on the loss's device
+        it = torch.full((), engine.state.iteration, dtype=torch.int64, device=loss.device)
+        bad = ~torch.isfinite(loss)
+        if self._sum is None:
+            self._sum = loss.clone()
+            self._term_sum = None if stacked is None else stacked.clone()
+            self._first_bad = torch.where(bad, it, torch.full_like(it, -1))
+            self._bad_loss = loss.clone()
+            self._bad_terms = None if stacked is None else stacked.clone()
+        else:
+            self._sum += loss
+            if stacked is not None and self._term_sum is not None:
+                self._term_sum += stacked
+            new = bad & (self._first_bad < 0)
+            self._first_bad = torch.where(new, it, self._first_bad)
+            self._bad_loss = torch.where(new, loss, self._bad_loss)
+            if stacked is not None and self._bad_terms is not None:
+                self._bad_terms = torch.where(new, stacked, self._bad_terms)
+        self._count += 1
+        interval = self.check_interval
+        if interval is None:
+            interval = 1 if loss.device.type == "cpu" else 50
+            self.check_interval = interval
+        if interval and self._count % interval == 0:
+            self._check(engine)
+
+    def _check(self, engine: Engine) -> None:
+        if self._first_bad is None:
+            return
+        first = int(self._first_bad)  # the one host synchronisation
+        if first < 0:
+            return
+        epoch_length = engine.state.epoch_length or 0
+        in_epoch = (first - 1) % epoch_length + 1 if epoch_length else first
+        terms = ""
+        if self._term_keys and self._bad_terms is not None:
+            values = self._bad_terms.tolist()
+            terms = "; unweighted terms at that iteration: " + ", ".join(f"{k}={v:.4g}" for k, v in zip(self._term_keys, values))
+        saved = []
+        for folder in self.checkpoint_dirs:
+            saved += sorted(str(p) for p in Path(folder).glob("*.pt")) if Path(folder).is_dir() else []
+        kept = f"the last good checkpoints are kept: {', '.join(saved)}" if saved else "no checkpoint had been saved yet"
+        message = (
+            f"training stopped: the loss is {float(self._bad_loss):g} (not finite) at epoch {engine.state.epoch}, "
+            f"iteration {in_epoch} of {epoch_length or '?'} (global iteration {first}){terms}; {kept}. "
+            "Lower the learning rate or the weight of the diverging term."
+        )
+        logger.error(message)
+        raise NonFiniteLossError(message)
+
+    def _epoch_completed(self, engine: Engine) -> None:
+        self._check(engine)
+        if self._sum is None or self._count == 0:
+            return
+        means = [self._sum / self._count]
+        if self._term_sum is not None:
+            means.append(self._term_sum / self._count)
+        values = torch.cat([m.reshape(-1) for m in means]).tolist()  # one transfer per epoch
+        engine.state.metrics[f"{self.prefix}loss"] = values[0]
+        for key, value in zip(self._term_keys or [], values[1:]):
+            engine.state.metrics[f"{self.prefix}{key}"] = value
+        for key, module in getattr(self.loss, "term_modules", {}).items():
+            if hasattr(module, "t") and _float(getattr(module, "t")) is not None:
+                engine.state.metrics[f"{self.prefix}{key}_t"] = float(module.t)
+
+
+class LastCheckpoint:
+    """Save the whole training state every ``interval`` epochs, keeping the last ``n_saved`` files.
+
+    MONAI's ``CheckpointSaver`` with the trainer itself added to ``save_dict`` (a config cannot
+    reference the trainer from inside its own handler list): ``checkpoint_epoch=<N>.pt`` holds
+    the state_dicts of the network, optimizer, scheduler and trainer (epoch, iteration), enough
+    to resume with MONAI's ``CheckpointLoader``.
+    """
+
+    def __init__(self, save_dir: str, save_dict: Mapping[str, Any], interval: int = 1, n_saved: int = 1, trainer_key: str = "trainer") -> None:
+        self.save_dir = save_dir
+        self.save_dict = dict(save_dict)
+        self.interval = int(interval)
+        self.n_saved = int(n_saved)
+        self.trainer_key = trainer_key
+
+    def attach(self, engine: Engine) -> None:
+        from monai.handlers import CheckpointSaver
+
+        save_dict = dict(self.save_dict)
+        if self.trainer_key:
+            save_dict.setdefault(self.trainer_key, engine)
+        CheckpointSaver(self.save_dir, save_dict, save_interval=self.interval, n_saved=self.n_saved, epoch_level=True).attach(engine)
+
+
+class EpochSetter:
+    """At the start of each epoch, set the epoch on the loss terms and the loader's sampler.
+
+    ``loss.set_epoch(epoch - 1)`` (0-based: the log-barrier's t is t0 during the first epoch, and
+    right after resuming from a checkpoint); ``set_epoch(epoch)`` on the training loader's sampler
+    or batch sampler when it has one and is not a ``DistributedSampler`` (MONAI already sets those).
+    """
+
+    def __init__(self, loss: Any = None) -> None:
+        self.loss = loss
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_STARTED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        if self.loss is not None and hasattr(self.loss, "set_epoch"):
+            self.loss.set_epoch(engine.state.epoch - 1)
+        loader = getattr(engine, "data_loader", None)
+        from torch.utils.data.distributed import DistributedSampler
+
+        for name in ("sampler", "batch_sampler"):
+            sampler = getattr(loader, name, None)
+            if sampler is not None and not isinstance(sampler, DistributedSampler) and callable(getattr(sampler, "set_epoch", None)):
+                sampler.set_epoch(engine.state.epoch)
+
+
+class ProgressBar:
+    """ignite's tqdm progress bar over the iterations of each epoch, only where it can be seen.
+
+    Args:
+        enabled: ``"auto"`` (default: only when stderr is a terminal, on rank 0), True or False.
+        persist: keep the finished bar of each epoch on screen.
+    """
+
+    def __init__(self, enabled: bool | str = "auto", persist: bool = False) -> None:
+        if enabled not in (True, False, "auto"):
+            raise ValueError(f"ProgressBar enabled must be true, false or 'auto', got {enabled!r}.")
+        self.enabled = enabled
+        self.persist = persist
+
+    def attach(self, engine: Engine) -> None:
+        show = self.enabled is True or (self.enabled == "auto" and sys.stderr.isatty())
+        if not show or _rank() != 0:
+            return
+        from ignite.handlers import ProgressBar as IgniteProgressBar
+
+        IgniteProgressBar(persist=self.persist).attach(engine)  # no output_transform: no per-iteration .item()
+
+
+class EpochSummary:
+    """One log line per epoch: loss and terms, validation Dice and HD95, best so far, learning rate, time."""
+
+    def __init__(self, evaluator: Engine | None = None, optimizer: torch.optim.Optimizer | None = None, name: str = "wss_monai.train") -> None:
+        self.evaluator = evaluator
+        self.optimizer = optimizer
+        self.logger = logging.getLogger(name)
+        self._t0 = 0.0
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_STARTED, self._started)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._completed)
+
+    def _started(self, engine: Engine) -> None:
+        self._t0 = time.perf_counter()
+
+    def _completed(self, engine: Engine) -> None:
+        if _rank() != 0:
+            return
+        m = engine.state.metrics
+        parts = [f"epoch {engine.state.epoch}/{engine.state.max_epochs}"]
+        if "train_loss" in m:
+            terms = [f"{k[6:]} {m[k]:.4g}" for k in m if k.startswith("train_") and k != "train_loss" and _float(m[k]) is not None]
+            parts.append(f"loss {m['train_loss']:.4g}" + (f" ({', '.join(terms)})" if terms else ""))
+        ev = self.evaluator
+        if ev is not None and getattr(ev.state, "epoch", None) == engine.state.epoch:
+            vm = ev.state.metrics
+            val = [f"{k[4:]} {vm[k]:.4f}" for k in ("val_dice_3d_mean", "val_dice_2d_nan_mean", "val_dice_2d_one_mean") if k in vm]
+            if "val_hd95_mean" in vm:
+                val.append(f"hd95 {vm['val_hd95_mean']:.2f} mm")
+            parts.append("val " + ", ".join(val))
+            best = _float(getattr(ev.state, "best_metric", None))
+            if best is not None and getattr(ev.state, "best_metric_epoch", -1) > 0:
+                parts.append(f"best {best:.4f} @ {ev.state.best_metric_epoch}")
+        if self.optimizer is not None:
+            parts.append(f"lr {self.optimizer.param_groups[0]['lr']:.3g}")
+        parts.append(f"{time.perf_counter() - self._t0:.1f} s")
+        self.logger.info(" | ".join(parts))
+
+
+# --------------------------------------------------------------------------------------------
+# MLflow
+
+
+class MLflowTracker:
+    """The MLflow run of a training: params, per-epoch metrics, artifacts and final status.
+
+    - Trainer started: the run is created (:func:`wss_monai.tracking.start_run`) with the
+      session's experiment, run name and params (the bundle config flattened, plus
+      ``resolved.*``; the config also as the artifact ``config.json``) and tags ``regime``,
+      ``seed``, ``bundle``, ``dataset``; ``run.json`` is written to the output folder.
+    - Each epoch: ``train_loss``, ``train_<term>``, ``lr`` and, when validation ran that epoch,
+      every ``val_*`` score (``val_dice_2d_{one,nan}_<class|mean>``, ``val_dice_3d_<class|mean>``,
+      ``val_hd95_<class|mean>``) plus ``best_val_dice_3d_mean``; step = epoch.
+    - Training completed: the PNGs ``plots/dice_curves.png`` and ``plots/overlay.png`` (sample
+      validation predictions of the best checkpoint) and the best checkpoint
+      ``models/model.pt`` as artifacts; status FINISHED. On an exception: the curves, status
+      FAILED (KILLED for Ctrl+C), and the exception goes on.
+
+    Only rank 0 tracks. With ``session.log_mlflow`` False the files are still written.
+
+    Args:
+        session: the run's :class:`~wss_monai.engine.session.TrainingSession`.
+        evaluator: the validation evaluator (its metrics are logged with the trainer's epoch).
+        optimizer: logs the learning rate ``lr``.
+        network: the trained network (overlay of the best checkpoint's predictions).
+        overlay_loader: the validation loader the overlay samples come from.
+        device: where the overlay predictions run.
+        overlay_count: number of slices in the overlay figure.
+        log_checkpoint: log the best checkpoint as an artifact.
+    """
+
+    def __init__(
+        self,
+        session: Any,
+        evaluator: Engine | None = None,
+        optimizer: torch.optim.Optimizer | None = None,
+        network: torch.nn.Module | None = None,
+        overlay_loader: Any = None,
+        device: Any = None,
+        overlay_count: int = 6,
+        log_checkpoint: bool = True,
+    ) -> None:
+        self.session = session
+        self.evaluator = evaluator
+        self.optimizer = optimizer
+        self.network = network
+        self.overlay_loader = overlay_loader
+        self.device = device
+        self.overlay_count = int(overlay_count)
+        self.log_checkpoint = bool(log_checkpoint)
+        self.run = None
+        self.history: dict[int, dict[str, float]] = {}
+        self._finished = False
+
+    # lifecycle -------------------------------------------------------------------------------
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self._started)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._epoch_completed)
+        engine.add_event_handler(Events.COMPLETED, self._completed)
+        _add_first(engine, Events.EXCEPTION_RAISED, self._exception_raised)
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.session.output_dir)
+
+    def _info(self, **extra: Any) -> dict[str, Any]:
+        s = self.session
+        info = {
+            "run_name": s.run_name,
+            "run_id": getattr(self.run, "run_id", None),
+            "experiment": s.experiment,
+            "experiment_id": getattr(self.run, "experiment_id", None),
+            "tracking_uri": s.tracking_uri if s.log_mlflow else None,
+            "regime": s.spec.name,
+            "bundle": s.bundle,
+            "seed": s.seed,
+            "dataset": s.dataset_name,
+            "dataset_dir": s.dataset_dir,
+            "output_dir": s.output_dir,
+            "checkpoint": str(self.output_dir / BEST_CHECKPOINT),
+        }
+        info.update(extra)
+        return info
+
+    def _started(self, engine: Engine) -> None:
+        if _rank() != 0 or self.run is not None:
+            return
+        s = self.session
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        (self.output_dir / "config.json").write_text(json.dumps(s.params(), indent=2, default=str))
+        if s.log_mlflow:
+            from wss_monai import tracking
+
+            tags = {"bundle": s.bundle or "", "dataset": s.dataset_name, "output_dir": s.output_dir}
+            self.run = tracking.start_run(
+                s.experiment,
+                s.spec.name,
+                s.seed,
+                tracking_uri=s.tracking_uri,
+                run_name=s.run_name,
+                config=s.params(),
+                tags=tags,
+            )
+        write_run_info(self.output_dir, self._info(status="RUNNING"))
+
+    def _epoch_completed(self, engine: Engine) -> None:
+        if _rank() != 0:
+            return
+        epoch = engine.state.epoch
+        metrics: dict[str, float] = {}
+        for key, value in engine.state.metrics.items():
+            if key.startswith("train_") and _float(value) is not None:
+                metrics[key] = _float(value)
+        if self.optimizer is not None:
+            metrics["lr"] = float(self.optimizer.param_groups[0]["lr"])
+        ev = self.evaluator
+        best = None
+        if ev is not None and getattr(ev.state, "epoch", None) == epoch:
+            for key, value in ev.state.metrics.items():
+                if key.startswith("val_") and _float(value) is not None:
+                    metrics[key] = _float(value)
+            best = _float(getattr(ev.state, "best_metric", None))
+            if best is not None and getattr(ev.state, "best_metric_epoch", -1) > 0:
+                metrics["best_val_dice_3d_mean"] = best
+        self.history[epoch] = metrics
+        if self.run is not None:
+            self.run.log_metrics(metrics, epoch=epoch)
+        if best is not None:
+            write_run_info(self.output_dir, self._info(status="RUNNING", best_metric=best, best_epoch=ev.state.best_metric_epoch, last_epoch=epoch))
+
+    def _plots(self, with_overlay: bool) -> list[Path]:
+        from wss_monai.engine import plots
+
+        written = []
+        folder = self.output_dir / "plots"
+        if self.history:
+            try:
+                written.append(Path(plots.plot_dice_curves(self.history, folder / "dice_curves.png", title=self.session.run_name)))
+            except Exception as err:  # a plot must never break training
+                logger.warning(f"could not draw the Dice curves: {err}")
+        if with_overlay and self.network is not None and self.overlay_loader is not None:
+            try:
+                written.append(Path(self._overlay(folder / "overlay.png")))
+            except Exception as err:
+                logger.warning(f"could not draw the prediction overlay: {err}")
+        return written
+
+    @torch.no_grad()
+    def _overlay(self, path: Path) -> str:
+        from wss_monai.engine import plots
+
+        net = copy.deepcopy(unwrap(self.network))
+        ckpt = self.output_dir / BEST_CHECKPOINT
+        title = f"{self.session.run_name}: last epoch"
+        if ckpt.is_file():
+            net.load_state_dict(_state_dict(torch.load(ckpt, map_location="cpu", weights_only=True)))
+            title = f"{self.session.run_name}: best checkpoint"
+        device = self.device or next(net.parameters()).device
+        net.to(device).eval()
+        batches, seen = [], 0
+        for batch in self.overlay_loader:
+            batches.append(batch)
+            seen += int(batch["image"].shape[0])
+            if seen >= max(64, 4 * self.overlay_count):
+                break
+        samples = plots.select_overlay_samples(batches, self.overlay_count)
+        images = torch.stack([torch.as_tensor(s["image"]) for s in samples])[:, None].float().to(device)
+        preds = net(images).argmax(1).cpu().numpy()
+        return plots.plot_overlays(samples, list(preds), path, title=title, num_classes=self.session.num_classes)
+
+    def _log_files(self, paths: Sequence[Path]) -> None:
+        if self.run is None:
+            return
+        for path in paths:
+            try:
+                self.run.log_artifacts(path, artifact_path="plots")
+            except Exception as err:
+                logger.warning(f"could not log {path} to MLflow: {err}")
+        if self.log_checkpoint and (self.output_dir / BEST_CHECKPOINT).is_file():
+            try:
+                self.run.log_artifacts(self.output_dir / BEST_CHECKPOINT, artifact_path="models")
+            except Exception as err:
+                logger.warning(f"could not log the checkpoint to MLflow: {err}")
+
+    def _best(self) -> dict[str, Any]:
+        ev = self.evaluator
+        best = _float(getattr(getattr(ev, "state", None), "best_metric", None)) if ev is not None else None
+        epoch = getattr(getattr(ev, "state", None), "best_metric_epoch", -1) if ev is not None else -1
+        return {"best_metric": best, "best_epoch": epoch} if best is not None and epoch > 0 else {}
+
+    def _completed(self, engine: Engine) -> None:
+        if _rank() != 0 or self._finished:
+            return
+        self._finished = True
+        written = self._plots(with_overlay=True)
+        self._log_files(written)
+        best = self._best()
+        if self.run is not None:
+            if best:
+                self.run.set_tags({"best_val_dice_3d_mean": f"{best['best_metric']:.6f}", "best_epoch": best["best_epoch"]})
+            self.run.finish("FINISHED")
+        write_run_info(self.output_dir, self._info(status="FINISHED", last_epoch=engine.state.epoch, **best))
+
+    def _exception_raised(self, engine: Engine, error: BaseException) -> None:
+        if _rank() == 0 and not self._finished:
+            self._finished = True
+            status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
+            try:
+                self._log_files(self._plots(with_overlay=False))
+                if self.run is not None:
+                    self.run.set_tags({"error": str(error)[:5000]})
+                    self.run.finish(status)
+                write_run_info(self.output_dir, self._info(status=status, error=str(error), **self._best()))
+            except Exception as err:  # never hide the original error
+                logger.warning(f"could not record the failed run in MLflow: {err}")
+        raise error
+
+
+# --------------------------------------------------------------------------------------------
+# evaluation
+
+
+def _state_dict(obj: Any) -> Mapping[str, torch.Tensor]:
+    """The network weights in a checkpoint: a state_dict, or the ``model``/``network`` entry of a resume checkpoint."""
+    if isinstance(obj, Mapping):
+        for key in ("model", "network", "state_dict"):
+            if key in obj and isinstance(obj[key], Mapping):
+                obj = obj[key]
+                break
+    if not isinstance(obj, Mapping):
+        raise TypeError(f"expected a state_dict, got {type(obj).__name__}")
+    if obj and all(str(k).startswith("module.") for k in obj):  # saved from DistributedDataParallel
+        obj = {str(k)[len("module."):]: v for k, v in obj.items()}
+    return obj
+
+
+def load_network(network: torch.nn.Module, ckpt_path: str | os.PathLike, device: Any = None, strict: bool = True) -> torch.nn.Module:
+    """``network`` with the weights of ``ckpt_path`` (a state_dict, read with ``weights_only=True``), in eval mode.
+
+    A checkpoint that does not fit the network (another ``network_def``) ends the run with one
+    line and exit code 2.
+    """
+    path = Path(ckpt_path)
+    if not path.is_file():
+        fail(f"{path}: no such checkpoint.")
+    try:
+        state = _state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        network.load_state_dict(state, strict=strict)
+    except (RuntimeError, TypeError, KeyError, ValueError, OSError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        fail(
+            f"{path}: cannot load it into network_def ({type(network).__name__}): {first}. Use the network_def of the "
+            "training run (its config.json), e.g. --network_def#_target_ wss_monai.networks.ResUNet."
+        )
+    if device is not None:
+        network = network.to(device)
+    return network.eval()
+
+
+class EvaluationReport:
+    """Write the scores of an evaluation pass and log them into the training run.
+
+    At the end of the evaluator's run: ``<results_dir>/metrics.json`` (split, checkpoint, every
+    score), ``<results_dir>/per_volume.csv`` (3D Dice and HD95 per volume and class), one log line,
+    and, when the checkpoint's training run is known (``run.json``) and ``log_to_run``, the scores
+    as metrics of that MLflow run (``test_dice_3d_mean``...; step = the best epoch) with the two
+    files as artifacts under ``evaluate/``.
+    """
+
+    def __init__(self, session: Any, metric: Any, log_to_run: bool = True) -> None:
+        self.session = session
+        self.metric = metric
+        self.log_to_run = bool(log_to_run)
+        self.summary: dict[str, float] = {}
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.COMPLETED, self)
+
+    def _per_volume_csv(self) -> str:
+        scores = self.metric.last_scores or {}
+        names = self.metric.last_volume_names
+        from wss_monai.metrics import VolumeScores
+
+        classes = VolumeScores(self.session.num_classes, class_names=self.session.class_names).class_names
+        out = io.StringIO()
+        writer = csv.writer(out)
+        header = ["volume"] + [f"dice_3d_{classes[c]}" for c in range(1, len(classes))]
+        if "hd95" in scores:
+            header += [f"hd95_{classes[c]}" for c in range(1, len(classes))]
+        writer.writerow(header)
+        for i, vid in enumerate(scores.get("volume", [])):
+            row = [names.get(int(vid), str(vid))] + [f"{scores['dice_3d'][i, c]:.6f}" for c in range(1, len(classes))]
+            if "hd95" in scores:
+                row += [f"{scores['hd95'][i, c]:.4f}" for c in range(1, len(classes))]
+            writer.writerow(row)
+        return out.getvalue()
+
+    def __call__(self, engine: Engine) -> None:
+        if _rank() != 0:
+            return
+        s = self.session
+        summary = dict(self.metric.last_summary or {})
+        self.summary = summary
+        folder = Path(s.results_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        payload = {"split": s.split, "dataset_dir": s.dataset_dir, "checkpoint": s.ckpt_path, "metrics": summary}
+        for name, text in (("metrics.json", json.dumps(payload, indent=2)), ("per_volume.csv", self._per_volume_csv())):
+            tmp = folder / f".{name}.tmp"
+            tmp.write_text(text)
+            os.replace(tmp, folder / name)
+        p = s.prefix
+        line = ", ".join(f"{k[len(p):]} {summary[k]:.4f}" for k in (f"{p}dice_3d_mean", f"{p}dice_2d_nan_mean", f"{p}dice_2d_one_mean") if k in summary)
+        if f"{p}hd95_mean" in summary:
+            line += f", hd95 {summary[f'{p}hd95_mean']:.2f} mm"
+        logger.info(f"{s.split} split ({int(summary.get(f'{p}n_volumes', 0))} volumes): {line}; results in {folder}")
+        info = s.run_info or {}
+        if self.log_to_run and info.get("run_id") and info.get("tracking_uri"):
+            try:
+                from wss_monai import tracking
+
+                run = tracking.TrackedRun(info["run_id"], info["tracking_uri"], info.get("experiment_id") or "", info.get("run_name") or "")
+                step = int(info.get("best_epoch") or 0)
+                run.log_metrics(summary, epoch=step)
+                run.set_tags({f"{s.workflow}_split": s.split, f"{s.workflow}_checkpoint": s.ckpt_path})
+                run.log_artifacts(folder / "metrics.json", folder / "per_volume.csv", artifact_path=s.workflow)
+                logger.info(f"scores logged to MLflow run {info.get('run_name')!r} ({info['tracking_uri']})")
+            except Exception as err:
+                logger.warning(f"could not log the scores to the training run's MLflow store: {err}")

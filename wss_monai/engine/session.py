@@ -1,0 +1,553 @@
+"""What a bundle run knows before it builds anything: the checked inputs and the resolved names.
+
+:class:`TrainingSession` turns the top-level keys of ``train.json`` (``dataset_dir``, ``regime``,
+``tracking_uri``, ``experiment_name``, ``run_name``, ``output_dir``...) into checked values: the
+prepared dataset exists and offers the regime's weak labels and bounds, the regime is one this
+bundle runs, the run name is free in the MLflow experiment, the output folder is decided. Bad input
+stops here, with one line and exit code 2 (:func:`~wss_monai.engine.errors.fail`), before any
+network, loader or MLflow run is made.
+
+:class:`EvaluationSession` does the same for ``evaluate.json`` and ``inference.json``: dataset,
+checkpoint, split (test, or validation when the test split is empty, with a warning), the folder
+of the training run and its MLflow run.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import json
+import logging
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from wss_monai.engine.errors import fail
+
+__all__ = [
+    "TrainingSession",
+    "EvaluationSession",
+    "current_config",
+    "dataset_num_classes",
+    "read_manifest",
+    "RUN_INFO",
+    "BEST_CHECKPOINT",
+]
+
+logger = logging.getLogger("wss_monai.engine")
+
+RUN_INFO = "run.json"
+"""File in a training run's output folder: its MLflow run, regime, dataset and best checkpoint."""
+
+BEST_CHECKPOINT = "models/model.pt"
+"""The best checkpoint (network state_dict, by validation 3D Dice), relative to the output folder."""
+
+SPLITS = ("training", "validation", "test")
+RUN_NAME_POLICIES = ("fail", "suffix")
+
+
+# --------------------------------------------------------------------------------------------
+# helpers usable from configs
+
+
+def current_config() -> dict | None:
+    """The merged config of the bundle being run (files plus command-line overrides), or None.
+
+    ``python -m monai.bundle run`` resolves every ``$`` expression from inside
+    ``ConfigParser.get_parsed_content``; this looks for that parser up the call stack and returns
+    a deep copy of its raw content (references and expressions unevaluated). Outside a bundle run
+    (plain Python) it returns None.
+    """
+    try:
+        from monai.bundle import ConfigParser
+    except ImportError:  # pragma: no cover - MONAI is a dependency
+        return None
+    frame = inspect.currentframe()
+    try:
+        while frame is not None:
+            candidate = frame.f_locals.get("self")
+            if isinstance(candidate, ConfigParser):
+                try:
+                    return copy.deepcopy(candidate.get())
+                except Exception:  # objects put in by Python callers may not copy
+                    return json.loads(json.dumps(candidate.get(), default=str))
+            frame = frame.f_back
+    finally:
+        del frame
+    return None
+
+
+def read_manifest(dataset_dir: str | os.PathLike | None, *, required: bool = True) -> dict | None:
+    """``dataset.json`` of a prepared dataset; bad or missing input ends the run (exit 2) if ``required``."""
+    if dataset_dir is None or str(dataset_dir).strip() == "":
+        if not required:
+            return None
+        fail("dataset_dir is required: pass --dataset_dir PREPARED (a folder written by `python -m data_prep ...`).")
+    root = Path(str(dataset_dir)).expanduser()
+    path = root / "dataset.json"
+    if not root.is_dir():
+        if not required:
+            return None
+        fail(f"{root}: dataset_dir does not exist or is not a folder (pass a folder written by `python -m data_prep ...`).")
+    if not path.is_file():
+        if not required:
+            return None
+        fail(f"{path}: no dataset.json; dataset_dir must be a prepared dataset (written by `python -m data_prep ...`).")
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        fail(f"{path}: cannot read it as JSON ({err}).")
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("labels"), Mapping):
+        fail(f"{path}: not a prepared dataset (no 'labels' mapping).")
+    return manifest
+
+
+def dataset_num_classes(dataset_dir: str | os.PathLike | None = None, default: int = 2) -> int:
+    """Number of classes (background included) of a prepared dataset, or ``default`` without one.
+
+    The bundles use it for ``network_def``'s output channels; tools that build the network without
+    a dataset (``verify_net_in_out``, ``ckpt_export``) get ``default``.
+    """
+    manifest = read_manifest(dataset_dir, required=False)
+    if manifest is None:
+        return int(default)
+    return len(manifest["labels"])
+
+
+def _class_names(manifest: Mapping) -> dict[int, str]:
+    return {int(k): str(v) for k, v in manifest["labels"].items()}
+
+
+def _image_size(root: Path, manifest: Mapping) -> tuple[int, int] | None:
+    """(H, W) of the prepared slices, from prep.json or the first slice's header."""
+    prep = root / "prep.json"
+    try:
+        size = json.loads(prep.read_text())["options"]["size"]
+        if isinstance(size, int):
+            return (size, size)
+        return (int(size[0]), int(size[1]))
+    except Exception:
+        pass
+    for split in SPLITS:
+        for entry in manifest.get(split, [])[:1]:
+            try:
+                import nibabel as nib
+
+                shape = nib.load(str(root / entry["image"])).shape
+                return (int(shape[0]), int(shape[1]))
+            except Exception:
+                return None
+    return None
+
+
+def _available(manifest: Mapping, list_key: str, entry_key: str) -> list[str]:
+    if manifest.get(list_key):
+        return [str(s) for s in manifest[list_key]]
+    found: set[str] = set()
+    for split in SPLITS:
+        for entry in manifest.get(split, []):
+            found.update((entry.get(entry_key) or {}).keys())
+    return sorted(found)
+
+
+def _rank_and_world() -> tuple[int, int]:
+    try:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_rank(), dist.get_world_size()
+    except ImportError:  # pragma: no cover
+        pass
+    return 0, 1
+
+
+def _broadcast(payload: Any) -> Any:
+    """Rank 0's ``payload`` on every rank (a no-op outside ``torch.distributed``)."""
+    rank, world = _rank_and_world()
+    if world == 1:
+        return payload
+    import torch.distributed as dist
+
+    box = [payload if rank == 0 else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _substitute_top_level(config: dict) -> dict:
+    """A copy of ``config`` where ``"@key"`` strings naming a top-level plain value are replaced by it.
+
+    Only exact references to top-level JSON values (numbers, strings, booleans, lists of them) are
+    substituted, so that logged params read ``optimizer.lr: 0.0005`` rather than ``@learning_rate``;
+    nothing is evaluated.
+    """
+    plain = {
+        k: v
+        for k, v in config.items()
+        if not (isinstance(v, str) and v[:1] in "$@%") and (v is None or isinstance(v, (int, float, bool, str)) or (
+            isinstance(v, list) and all(isinstance(x, (int, float, bool, str)) for x in v)))
+    }
+
+    def walk(value: Any) -> Any:
+        if isinstance(value, str) and value.startswith("@") and value[1:] in plain:
+            return plain[value[1:]]
+        if isinstance(value, Mapping):
+            return {k: walk(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [walk(v) for v in value]
+        return value
+
+    return {k: (v if k in plain else walk(v)) for k, v in config.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# training
+
+
+class TrainingSession:
+    """Checked inputs and resolved names of one training run (the ``session`` of ``train.json``).
+
+    Args:
+        dataset_dir: the prepared dataset (``dataset.json`` at its root).
+        regime: regime name (:mod:`wss_monai.regimes`); must be one the ``bundle`` runs.
+        bundle: ``wss_size_2d``, ``wss_volume_3d`` or ``wss_hybrid`` (None: any regime).
+        seed: seed of the run (logged, and the hybrid regimes' choice of full patients).
+        epochs: number of epochs (checked >= 1).
+        weak: weak-label strategy; None = the dataset's primary one (``weak_primary``).
+        loss_terms: a term list replacing the regime's own (``WeakSupervisionLoss`` config).
+        tracking_uri: MLflow store or server; None = SQLite ``mlruns.db`` in the working folder.
+        experiment_name: None = the dataset's name (``dataset.json`` ``"name"``, e.g. ``acdc-lv``).
+        run_name: None = ``<regime>-s<seed>-<time>-<hex>`` (unique). A given name must not exist
+            in the experiment yet: ``run_name_exists="fail"`` (default) stops with exit code 2,
+            ``"suffix"`` appends ``-2``, ``-3``... until it is free.
+        output_dir: where checkpoints, plots and ``run.json`` go; None = ``runs/<experiment>/<run name>``
+            under the working folder.
+        config: the bundle's merged config (``current_config()``), logged as params and artifact.
+        log_mlflow: False skips MLflow entirely (benchmarks); the names are still resolved.
+
+    Attributes (resolved): ``spec`` (:class:`~wss_monai.regimes.RegimeSpec`), ``num_classes``,
+    ``class_names``, ``image_size``, ``volume_spacing`` (volume name -> (row, col, slice) mm),
+    ``experiment``, ``tracking_uri``, ``run_name``, ``output_dir`` (str), ``full_patient_names``.
+    """
+
+    def __init__(
+        self,
+        dataset_dir: str | os.PathLike | None,
+        regime: str | None,
+        *,
+        bundle: str | None = None,
+        seed: int = 0,
+        epochs: int | None = None,
+        weak: str | None = None,
+        loss_terms: Sequence[Mapping[str, Any]] | None = None,
+        tracking_uri: str | None = None,
+        experiment_name: str | None = None,
+        run_name: str | None = None,
+        run_name_exists: str = "fail",
+        output_dir: str | os.PathLike | None = None,
+        config: Mapping[str, Any] | None = None,
+        log_mlflow: bool = True,
+    ) -> None:
+        from wss_monai import regimes, tracking
+
+        manifest = read_manifest(dataset_dir)
+        self.dataset_dir = str(Path(str(dataset_dir)).expanduser().resolve())
+        root = Path(self.dataset_dir)
+        self.manifest = manifest
+        self.dataset_name = str(manifest.get("name") or root.name)
+        self.bundle = bundle
+        self.seed = int(seed)
+        if epochs is not None and (isinstance(epochs, bool) or int(epochs) < 1):
+            fail(f"epochs must be a whole number >= 1, got {epochs!r}.")
+        self.epochs = None if epochs is None else int(epochs)
+        self.class_names = _class_names(manifest)
+        self.num_classes = len(self.class_names)
+        self.image_size = _image_size(root, manifest)
+
+        if regime is None or str(regime).strip() == "":
+            fail(f"regime is required: pass --regime NAME ({', '.join(regimes.regime_names())}).")
+        try:
+            spec = regimes.get_regime(str(regime), image_size=self.image_size, bundle=bundle)
+        except regimes.UnknownRegimeError as err:
+            fail(str(err))
+
+        # weak labels and bounds the regime reads must exist in this dataset
+        path = root / "dataset.json"
+        strategies = _available(manifest, "weak_strategies", "weak")
+        chosen_weak = weak or manifest.get("weak_primary") or (strategies[0] if strategies else None)
+        if chosen_weak is None or chosen_weak not in strategies:
+            fail(
+                f"{path}: regime {spec.name!r} needs the weak labels {chosen_weak!r}, which this dataset does not have "
+                f"(it has: {', '.join(strategies) or 'none'}); pass --weak with one of those, or prepare the dataset "
+                f"with --weak {chosen_weak}."
+            )
+        spec = spec.with_weak(chosen_weak)
+        rules = _available(manifest, "bound_rules", "bounds")
+        if spec.bounds is not None and spec.bounds not in rules:
+            fail(
+                f"{path}: regime {spec.name!r} needs the size bounds {spec.bounds!r}, which this dataset does not have "
+                f"(it has: {', '.join(rules) or 'none'})."
+            )
+        training = manifest.get("training") or []
+        if not training:
+            fail(f"{path}: the training split is empty; nothing to train on.")
+        if not manifest.get("validation"):
+            fail(f"{path}: the validation split is empty; the best checkpoint is chosen on it (prepare with --val N).")
+        patients = sorted({str(e.get("patient")) for e in training})
+        if spec.full_patients > len(patients):
+            fail(
+                f"regime {spec.name!r} needs {spec.full_patients} fully annotated training patients; "
+                f"{path} has {len(patients)} training patients."
+            )
+        self.full_patient_names: list[str] = []
+        if spec.full_patients:
+            try:
+                from wss_monai.data.datalist import choose_full_patients
+
+                self.full_patient_names = list(choose_full_patients(patients, spec.full_patients, self.seed))
+            except ImportError:  # data layer without the helper: the loader still decides
+                self.full_patient_names = []
+        self.spec = spec
+        self.loss_terms = None if loss_terms is None else [dict(t) for t in loss_terms]
+        if self.loss_terms is not None:
+            try:
+                spec.build_loss(terms=self.loss_terms)
+            except (TypeError, ValueError, ImportError) as err:
+                fail(f"loss_terms: {err}")
+
+        # names: experiment, run, output folder (rank 0 decides, the others follow)
+        self.log_mlflow = bool(log_mlflow)
+        self.tracking_uri = tracking.resolve_tracking_uri(tracking_uri)
+        try:
+            self.experiment = experiment_name or tracking.experiment_name(self.dataset_name)
+        except ValueError as err:
+            fail(f"experiment_name: {err}")
+        if run_name_exists not in RUN_NAME_POLICIES:
+            fail(f"run_name_exists must be one of {', '.join(RUN_NAME_POLICIES)}, got {run_name_exists!r}.")
+        rank, _ = _rank_and_world()
+        decided: dict[str, Any] = {}
+        if rank == 0:
+            try:
+                decided["run_name"] = self._choose_run_name(run_name, run_name_exists)
+            except SystemExit as err:  # tell the other ranks before leaving
+                _broadcast({"error": getattr(err, "message", str(err))})
+                raise
+        decided = _broadcast(decided)
+        if "error" in decided:
+            fail(decided["error"])
+        self.run_name: str = decided["run_name"]
+        if output_dir is None or str(output_dir).strip() == "":
+            output_dir = Path.cwd() / "runs" / self.experiment / self.run_name
+        self.output_dir = str(Path(str(output_dir)).expanduser().resolve())
+        self.config = None if config is None else dict(config)
+        self.rank = rank
+
+    # ----------------------------------------------------------------------------------------
+
+    def _choose_run_name(self, run_name: str | None, policy: str) -> str:
+        from wss_monai import tracking
+
+        if run_name is None or str(run_name).strip() == "":
+            try:
+                return tracking.unique_run_name(self.spec.name, self.seed)
+            except ValueError as err:
+                fail(str(err))
+        name = str(run_name).strip()
+        if not self.log_mlflow:
+            return name
+        taken = self._existing_run_names(name)
+        if name not in taken:
+            return name
+        if policy == "suffix":
+            k = 2
+            while f"{name}-{k}" in taken:
+                k += 1
+            return f"{name}-{k}"
+        fail(
+            f"run name {name!r} already exists in experiment {self.experiment!r} of {self.tracking_uri}; "
+            f"pass another --run_name, omit it for a unique one, or pass --run_name_exists suffix."
+        )
+
+    def _existing_run_names(self, name: str) -> set[str]:
+        """Run names in the experiment equal to ``name`` or ``name-<k>``."""
+        try:
+            from mlflow import MlflowClient
+
+            client = MlflowClient(tracking_uri=self.tracking_uri)
+            experiment = client.get_experiment_by_name(self.experiment)
+            if experiment is None:
+                return set()
+            quoted = name.replace("'", "\\'")
+            runs = client.search_runs(
+                [experiment.experiment_id],
+                filter_string=f"attributes.run_name LIKE '{quoted}%'",
+                max_results=50000,
+            )
+            return {r.info.run_name for r in runs}
+        except Exception as err:  # an unreachable server is reported by the run itself
+            fail(f"cannot read the MLflow store {self.tracking_uri}: {str(err).splitlines()[0] if str(err) else type(err).__name__}")
+
+    @property
+    def checkpoint_path(self) -> str:
+        """The best checkpoint of this run (written when validation 3D Dice improves)."""
+        return str(Path(self.output_dir) / BEST_CHECKPOINT)
+
+    @property
+    def volume_spacing(self) -> dict[str, tuple[float, float, float]]:
+        """Volume name -> (row, column, slice distance) in mm of the prepared slices."""
+        from wss_monai.data import volume_spacing_3d
+
+        return volume_spacing_3d(self.dataset_dir)
+
+    def build_loss(self, softmax: bool = True):
+        """The regime's loss (``loss_terms`` replaces its terms when given)."""
+        return self.spec.build_loss(softmax=softmax, terms=self.loss_terms)
+
+    def resolved(self) -> dict[str, Any]:
+        """The facts this session decided, logged under ``resolved.*``."""
+        spec = self.spec.to_dict()
+        if self.loss_terms is not None:
+            spec["terms"] = self.loss_terms
+        return {
+            "bundle": self.bundle,
+            "regime": self.spec.name,
+            "dataset": self.dataset_name,
+            "dataset_dir": self.dataset_dir,
+            "num_classes": self.num_classes,
+            "class_names": [self.class_names[c] for c in sorted(self.class_names)],
+            "image_size": list(self.image_size) if self.image_size else None,
+            "spec": spec,
+            "full_patient_names": self.full_patient_names,
+            "seed": self.seed,
+            "epochs": self.epochs,
+            "experiment": self.experiment,
+            "run_name": self.run_name,
+            "tracking_uri": self.tracking_uri,
+            "output_dir": self.output_dir,
+        }
+
+    def params(self) -> dict[str, Any]:
+        """What the run logs as params: the bundle config (``_meta_`` left out) and ``resolved``."""
+        config = {k: v for k, v in (self.config or {}).items() if k != "_meta_"}
+        return {**_substitute_top_level(config), "resolved": self.resolved()}
+
+    def start(self) -> "TrainingSession":
+        """Create the output folder and say what is about to run (call it from ``initialize``)."""
+        out = Path(self.output_dir)
+        (out / "models").mkdir(parents=True, exist_ok=True)
+        (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+        if self.rank == 0:
+            where = f"MLflow run {self.run_name!r} in experiment {self.experiment!r} ({self.tracking_uri})" if self.log_mlflow else "MLflow off"
+            logger.info(
+                f"{self.bundle or 'bundle'}: regime {self.spec.name} on {self.dataset_name} "
+                f"(weak {self.spec.weak}, bounds {self.spec.bounds}, sampling {self.spec.sampling}); "
+                f"output in {self.output_dir}; {where}"
+            )
+        return self
+
+    def finish(self) -> None:
+        """Say where the results are (call it from ``finalize``)."""
+        if self.rank != 0:
+            return
+        info = read_run_info(self.output_dir) or {}
+        best = info.get("best_metric")
+        line = f"training finished: best val_dice_3d_mean {best:.4f} at epoch {info.get('best_epoch')}" if isinstance(best, float) else "training finished"
+        logger.info(f"{line}; best checkpoint {self.checkpoint_path}; run {self.run_name!r} ({self.tracking_uri})")
+
+
+def read_run_info(output_dir: str | os.PathLike) -> dict | None:
+    """``run.json`` of a training run's output folder, or None."""
+    path = Path(output_dir) / RUN_INFO
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def write_run_info(output_dir: str | os.PathLike, info: Mapping[str, Any]) -> None:
+    """Write ``run.json`` atomically (temporary name, then rename)."""
+    path = Path(output_dir) / RUN_INFO
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(dict(info), indent=2, default=str))
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------------------------
+# evaluation and inference
+
+
+class EvaluationSession:
+    """Checked inputs of ``evaluate.json`` / ``inference.json``.
+
+    Args:
+        dataset_dir: the prepared dataset the network was trained on.
+        output_dir: the training run's output folder (holds ``models/model.pt`` and ``run.json``).
+        ckpt_path: the checkpoint to use; None = ``<output_dir>/models/model.pt``.
+        split: ``test`` (default; ``validation`` with a warning when the test split is empty),
+            ``validation``, ``training`` or (inference) ``all``.
+        workflow: ``evaluate`` or ``inference`` (names the results folder).
+        results_dir: where results go; None = ``<output_dir>/<workflow>`` (or beside the checkpoint).
+
+    Attributes: ``split``, ``prefix`` (``test_``, ``val_``, ``train_``; metric names),
+    ``key_metric`` (``<prefix>dice_3d_mean``), ``ckpt_path``, ``results_dir``, ``run_info``
+    (the training run's ``run.json`` or None), ``num_classes``, ``class_names``.
+    """
+
+    PREFIXES = {"test": "test_", "validation": "val_", "training": "train_", "all": "all_"}
+
+    def __init__(
+        self,
+        dataset_dir: str | os.PathLike | None,
+        output_dir: str | os.PathLike | None = None,
+        ckpt_path: str | os.PathLike | None = None,
+        split: str = "test",
+        workflow: str = "evaluate",
+        results_dir: str | os.PathLike | None = None,
+    ) -> None:
+        manifest = read_manifest(dataset_dir)
+        self.manifest = manifest
+        self.dataset_dir = str(Path(str(dataset_dir)).expanduser().resolve())
+        self.dataset_name = str(manifest.get("name") or Path(self.dataset_dir).name)
+        self.class_names = _class_names(manifest)
+        self.num_classes = len(self.class_names)
+        self.workflow = workflow
+        allowed = (*SPLITS, "all") if workflow == "inference" else SPLITS
+        if split not in allowed:
+            fail(f"split must be one of {', '.join(allowed)}, got {split!r}.")
+        if split == "test" and not manifest.get("test"):
+            warnings.warn(
+                f"{Path(self.dataset_dir) / 'dataset.json'}: the test split is empty; using the validation split instead.",
+                stacklevel=2,
+            )
+            logger.warning("the test split is empty: using the validation split instead")
+            split = "validation"
+        if split != "all" and not manifest.get(split):
+            fail(f"{Path(self.dataset_dir) / 'dataset.json'}: the {split} split is empty.")
+        self.split = split
+        self.prefix = self.PREFIXES[split]
+        self.key_metric = f"{self.prefix}dice_3d_mean"
+
+        if (ckpt_path is None or str(ckpt_path).strip() == "") and (output_dir is None or str(output_dir).strip() == ""):
+            fail("pass --output_dir of a training run (holding models/model.pt) or --ckpt_path of a checkpoint.")
+        self.output_dir = None if output_dir is None or str(output_dir).strip() == "" else str(Path(str(output_dir)).expanduser().resolve())
+        if ckpt_path is None or str(ckpt_path).strip() == "":
+            ckpt_path = Path(self.output_dir) / BEST_CHECKPOINT
+        ckpt = Path(str(ckpt_path)).expanduser().resolve()
+        if not ckpt.is_file():
+            fail(f"{ckpt}: no such checkpoint (train first, or pass --ckpt_path).")
+        self.ckpt_path = str(ckpt)
+        run_dir = Path(self.output_dir) if self.output_dir else ckpt.parent.parent
+        self.run_info = read_run_info(run_dir)
+        self.results_dir = str(Path(str(results_dir)).expanduser().resolve()) if results_dir else str(run_dir / workflow)
+
+    @property
+    def volume_spacing(self) -> dict[str, tuple[float, float, float]]:
+        from wss_monai.data import volume_spacing_3d
+
+        return volume_spacing_3d(self.dataset_dir)
+
+    def key_metric_dict(self, metric: Any) -> dict[str, Any]:
+        """``{<prefix>dice_3d_mean: metric}`` for an evaluator's ``key_val_metric``."""
+        return {self.key_metric: metric}

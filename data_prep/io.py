@@ -24,7 +24,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from data_prep.errors import InputError
+from data_prep.errors import InputError, one_line
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 ITK_SUFFIXES = (".mhd", ".mha", ".nrrd", ".nhdr")
@@ -83,7 +83,9 @@ def read_volume(path: str | Path, role: str = "image") -> Volume:
         raise
     except Exception as err:  # third-party readers raise many types for a bad file
         said = "; ".join(line for line in native if line not in str(err))
-        reason = _one_line(err) + (f"; {_one_line_text(said)}" if said else "")
+        # The line starts with the path already; inside the reason its name is enough.
+        text = str(err).replace(str(path), one_line(path.name))
+        reason = (_one_line_text(text) or type(err).__name__) + (f"; {_one_line_text(said)}" if said else "")
         raise InputError(path, f"unreadable or truncated {role} file ({reason})") from None
     array = _as_3d(array, path)
     _check_spacing(spacing, path)

@@ -696,6 +696,14 @@ def _hostile_names(work: Path) -> Setup:
     return Setup(argv, out, code=0, verify=verify)
 
 
+@case("format-string-pattern", "a --labels pattern '{case.__class__}' that str.format would evaluate")
+def _format_pattern(work: Path) -> Setup:
+    custom_raw(work / "raw")
+    setup = custom_setup(work, names="--labels 'labels/{case.__class__}.nii.gz'", problem="only the placeholders {case} and {patient}")
+    setup.argv[setup.argv.index("labels/{case}.nii.gz")] = "labels/{case.__class__}.nii.gz"
+    return setup
+
+
 @case("csv-missing-file", "a CSV listing an image that does not exist")
 def _csv_missing(work: Path) -> Setup:
     raw = custom_raw(work / "raw")

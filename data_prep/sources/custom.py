@@ -37,8 +37,22 @@ UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 EDGES = re.compile(r"^[._]+|[._]+$")
 
 
+def check_pattern(pattern: str, option: str) -> str:
+    """``pattern`` if its only braces are ``{case}`` and ``{patient}``; an InputError otherwise."""
+    rest = PLACEHOLDER.sub("", pattern)
+    if "{" in rest or "}" in rest:
+        raise InputError(None, f"{option} {pattern!r}: only the placeholders {{case}} and {{patient}} may use braces")
+    return pattern
+
+
+def fill_pattern(pattern: str, fields: dict[str, str]) -> str:
+    """``pattern`` with its placeholders replaced by ``fields`` (plain substitution, never ``str.format``)."""
+    return PLACEHOLDER.sub(lambda match: fields[match.group(1)], pattern)
+
+
 def pattern_regex(pattern: str) -> re.Pattern:
     """A regex for ``pattern``: literal text, ``{case}`` and ``{patient}`` each one or more characters but '/'."""
+    check_pattern(pattern, "--images")
     if "{case}" not in pattern:
         raise InputError(None, f"image pattern {pattern!r} must contain {{case}}")
     parts, seen, position = [], set(), 0
@@ -69,6 +83,7 @@ def find_cases(src: str | Path, images: str | None = None, labels: str | None = 
 
 def _cases_from_patterns(src: Path, images: str, labels: str) -> list[Case]:
     regex = pattern_regex(images)
+    check_pattern(labels, "--labels")
     unknown = set(PLACEHOLDER.findall(labels)) - set(PLACEHOLDER.findall(images))
     if unknown:
         raise InputError(None, f"label pattern {labels!r} uses {{{', '.join(sorted(unknown))}}} not in the image pattern")
@@ -78,7 +93,7 @@ def _cases_from_patterns(src: Path, images: str, labels: str) -> list[Case]:
         match = regex.fullmatch(relpath)
         if match:
             matches.append((relpath, match.groupdict()))
-    label_of = {relpath: labels.format(**fields) for relpath, fields in matches}
+    label_of = {relpath: fill_pattern(labels, fields) for relpath, fields in matches}
     # A label pattern that the image pattern also matches ("{case}_seg.nii" vs "{case}.nii") would
     # list the label files as images too: a match that is another match's label is not an image.
     label_relpaths = set(label_of.values())

@@ -67,6 +67,17 @@ def _rank() -> int:
     return 0
 
 
+def _world() -> int:
+    try:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_world_size()
+    except ImportError:  # pragma: no cover
+        pass
+    return 1
+
+
 def _add_first(engine: Engine, event: Any, handler: Any, *args: Any) -> None:
     """Register ``handler`` for ``event`` ahead of the handlers already there (ignite runs them in order)."""
     engine.add_event_handler(event, handler, *args)
@@ -114,7 +125,9 @@ class TrainLossMonitor:
     checkpoint.
 
     Metrics set at the end of each epoch: ``train_loss`` and ``train_<term>`` (the means over the
-    epoch's iterations); terms with a schedule report it too (``train_log_barrier_t``).
+    epoch's iterations, of all ranks under ``torch.distributed``); terms with a schedule report it
+    too (``train_log_barrier_t``). Under ``torch.distributed`` the check is collective: every rank
+    stops at the same iteration.
 
     Args:
         loss: the loss whose terms are logged (optional; without it only ``train_loss``).
@@ -200,6 +213,15 @@ class TrainLossMonitor:
         if self._first_bad is None:
             return
         first = int(self._first_bad)  # the one host synchronisation
+        if _world() > 1:  # every rank stops together, or the others would wait for it forever
+            import torch.distributed as dist
+
+            flag = torch.tensor([1 if first >= 0 else 0], device=self._first_bad.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            if int(flag) and first < 0:
+                message = f"training stopped at epoch {engine.state.epoch}: another rank's loss is not finite (see its message)."
+                logger.error(message)
+                raise NonFiniteLossError(message)
         if first < 0:
             return
         epoch_length = engine.state.epoch_length or 0
@@ -224,10 +246,13 @@ class TrainLossMonitor:
         self._check(engine)
         if self._sum is None or self._count == 0:
             return
-        means = [self._sum / self._count]
-        if self._term_sum is not None:
-            means.append(self._term_sum / self._count)
-        values = torch.cat([m.reshape(-1) for m in means]).tolist()  # one transfer per epoch
+        sums = [self._sum.reshape(1)] + ([self._term_sum.reshape(-1)] if self._term_sum is not None else [])
+        totals = torch.cat(sums + [self._sum.new_tensor([float(self._count)])])
+        if _world() > 1:  # the means over every rank's iterations
+            import torch.distributed as dist
+
+            dist.all_reduce(totals)
+        values = (totals[:-1] / totals[-1]).tolist()  # one transfer per epoch
         engine.state.metrics[f"{self.prefix}loss"] = values[0]
         for key, value in zip(self._term_keys or [], values[1:]):
             engine.state.metrics[f"{self.prefix}{key}"] = value

@@ -20,7 +20,8 @@ stale folders, safely:
   previous output in ``.<name>.old-<pid>``: it is renamed back, so the previous output is never lost.
 
 Worker processes never outlive their parent (see :mod:`data_prep.workers`), so nothing writes
-into a folder whose owner is dead. Without ``fcntl`` (Windows) stale folders are not cleaned.
+into a folder whose owner is dead. Without ``fcntl`` (Windows), or on a file system without
+``flock``, stale folders are not cleaned.
 """
 
 from __future__ import annotations
@@ -122,8 +123,11 @@ def _writer_lock(final: Path) -> Iterator[list[Path]]:
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except BlockingIOError:
             pass  # another writer is alive in this folder: its temporaries are not stale; clean next time
+        except OSError:  # no flock on this file system (some network mounts): write, but never clean
+            yield removed
+            return
         else:
             removed = _remove_stale(final)
         # Converting exclusive to shared may briefly let another cleaner in: harmless, because this

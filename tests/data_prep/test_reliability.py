@@ -120,3 +120,21 @@ def test_write_file_refuses_paths_leaving_the_output(tmp_path, relpath):
     with pytest.raises(ValueError, match="refusing to write"):
         write_file(tmp_path / "out", relpath, b"x")
     assert not any(tmp_path.rglob("*"))
+
+
+def test_an_unreadable_file_is_one_error_even_where_chmod_cannot_show_it(tmp_path, monkeypatch):
+    """The unreadable-file case is skipped as root (chmod 000 does not stop root): the same path, here."""
+    import errno
+
+    from data_prep import io
+
+    path = tmp_path / "scan.nii.gz"
+    path.write_bytes(b"\x1f\x8b")
+
+    def denied(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    monkeypatch.setattr(io, "open", denied, raising=False)
+    with pytest.raises(InputError) as error:
+        io.read_volume(path, "image")
+    assert error.value.line() == f"{path}: cannot read the image file (Permission denied)"

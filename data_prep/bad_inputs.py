@@ -515,7 +515,8 @@ def _all_background_volume(work: Path) -> Setup:
 @case("all-background-dataset", "legal: every label all background, with typed --common-bounds")
 def _all_background_dataset(work: Path) -> Setup:
     custom_raw(work / "raw", label_of=lambda name: np.zeros(SHAPE, dtype=np.uint8))
-    return custom_setup(work, "--common-bounds", "10,100", code=0, verify=lambda out: prepared_problems(out, 2) + _all_absent(out))
+    verify = lambda out: prepared_problems(out, volumes=2) + _all_absent(out)  # noqa: E731
+    return custom_setup(work, "--common-bounds", "10,100", code=0, verify=verify)
 
 
 @case("all-background-reference", "every label all background, no --common-bounds: no reference size")
@@ -528,7 +529,8 @@ def _all_background_reference(work: Path) -> Setup:
 def _missing_raw(work: Path) -> Setup:
     raw = promise12_raw(work / "raw")
     (raw / "Case01.raw").unlink()
-    return promise12_setup(work, names=str(raw / "Case01.raw"), problem="data file missing (named by ElementDataFile in Case01.mhd)")
+    problem = "data file missing (named by ElementDataFile in Case01.mhd)"
+    return promise12_setup(work, names=str(raw / "Case01.raw"), problem=problem)
 
 
 @case("metaimage-garbage-header", "a .mhd header that is not a MetaImage header")
@@ -549,7 +551,8 @@ def _dicom_mixed(work: Path) -> Setup:
     dicom_series(raw / "b" / "dicom", intensities(rings(), 5).transpose(2, 1, 0), "1.2.826.0.1.3680043.2.1125.1.2002")
     out = work / "prepared" / "out"
     out.parent.mkdir(parents=True)
-    argv = ["custom", "--src", raw, "--out", out, "--images", "{case}/dicom", "--labels", "{case}/mask.nii.gz", *SIZE, "--val", "0"]
+    argv = ["custom", "--src", raw, "--out", out, "--images", "{case}/dicom", "--labels", "{case}/mask.nii.gz",
+            *SIZE, "--val", "0"]  # fmt: skip
     return Setup(argv, out, names=str(raw / "b" / "dicom"), problem="folder holds 2 DICOM series")
 
 
@@ -596,7 +599,8 @@ def _missing_segmentation(work: Path) -> Setup:
 def _duplicate_patient(work: Path) -> Setup:
     raw = acdc_raw(work / "raw")
     acdc_raw(raw, patients=1, folder="testing")
-    return acdc_setup(work, names=str(raw / "training" / "patient001" / "patient001_frame01.nii.gz"), problem="volume patient001_frame01 found twice")
+    first = raw / "training" / "patient001" / "patient001_frame01.nii.gz"
+    return acdc_setup(work, names=str(first), problem="volume patient001_frame01 found twice")
 
 
 @case("duplicate-after-sanitising", "custom CSV: cases 'a b' and 'a_b' would share a file name")
@@ -699,7 +703,8 @@ def _hostile_names(work: Path) -> Setup:
 @case("format-string-pattern", "a --labels pattern '{case.__class__}' that str.format would evaluate")
 def _format_pattern(work: Path) -> Setup:
     custom_raw(work / "raw")
-    setup = custom_setup(work, names="--labels 'labels/{case.__class__}.nii.gz'", problem="only the placeholders {case} and {patient}")
+    names, problem = "--labels 'labels/{case.__class__}.nii.gz'", "only the placeholders {case} and {patient}"
+    setup = custom_setup(work, names=names, problem=problem)
     setup.argv[setup.argv.index("labels/{case}.nii.gz")] = "labels/{case.__class__}.nii.gz"
     return setup
 
@@ -733,7 +738,8 @@ def _out_under_file(work: Path) -> Setup:
     blocker.parent.mkdir(parents=True)
     blocker.write_text("my notes\n")
     out = blocker / "out"
-    return Setup(["acdc", "--src", work / "raw", "--out", out, *SIZE], out, names=str(blocker), problem="cannot create the output's parent folder")
+    argv = ["acdc", "--src", work / "raw", "--out", out, *SIZE]
+    return Setup(argv, out, names=str(blocker), problem="cannot create the output's parent folder")
 
 
 @case("out-is-a-file", "--out names an existing file, with --overwrite: the file is kept")
@@ -742,7 +748,8 @@ def _out_is_file(work: Path) -> Setup:
     out = work / "prepared" / "out"
     out.parent.mkdir(parents=True)
     out.write_text("precious\n")
-    return Setup(["acdc", "--src", work / "raw", "--out", out, *SIZE, "--overwrite"], out, names=str(out), problem="exists and is not a folder")
+    argv = ["acdc", "--src", work / "raw", "--out", out, *SIZE, "--overwrite"]
+    return Setup(argv, out, names=str(out), problem="exists and is not a folder")
 
 
 @case("existing-output", "--out exists (a finished dataset) and no --overwrite: it is kept")

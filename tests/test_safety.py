@@ -44,13 +44,15 @@ def risky_calls(tree: ast.AST) -> list[tuple[int, str]]:
             "Loader" in keywords and isinstance(keywords["Loader"], ast.Attribute) and "Safe" in keywords["Loader"].attr
         ):
             found.append((node.lineno, "yaml.load() without a SafeLoader"))
-        elif dotted == "torch.load" and isinstance(keywords.get("weights_only"), ast.Constant) and not keywords["weights_only"].value:
+        elif dotted == "torch.load" and _constant(keywords.get("weights_only")) is False:
             found.append((node.lineno, "torch.load(weights_only=False)"))
-        elif dotted in ("os.system", "os.popen") or (
-            isinstance(keywords.get("shell"), ast.Constant) and keywords["shell"].value is True
-        ):
+        elif dotted in ("os.system", "os.popen") or _constant(keywords.get("shell")) is True:
             found.append((node.lineno, "a shell command line"))
     return found
+
+
+def _constant(node):
+    return node.value if isinstance(node, ast.Constant) else None
 
 
 def test_eval_and_exec_appear_only_in_the_allowed_places():
@@ -79,8 +81,9 @@ def test_no_source_unpickles_or_shells_out_user_strings():
 def test_the_scans_find_what_they_look_for():
     assert EVAL_OR_EXEC.search("x = eval(text)") and EVAL_OR_EXEC.search('"exec(compile(s))"')
     assert not EVAL_OR_EXEC.search("net.eval()") and not EVAL_OR_EXEC.search("evaluate(x)")
-    code = "eval(x)\nexec(y)\nimport pickle, yaml\npickle.loads(b)\nyaml.load(s)\nyaml.load(s, Loader=yaml.SafeLoader)\nnet.eval()\n"
-    assert [what for _, what in risky_calls(ast.parse(code))] == ["eval()", "exec()", "pickle.loads()", "yaml.load() without a SafeLoader"]
+    code = "eval(x)\nexec(y)\npickle.loads(b)\nyaml.load(s)\nyaml.load(s, Loader=yaml.SafeLoader)\nnet.eval()\n"
+    expected = ["eval()", "exec()", "pickle.loads()", "yaml.load() without a SafeLoader"]
+    assert [what for _, what in risky_calls(ast.parse(code))] == expected
 
 
 def test_the_allowed_places_still_exist():

@@ -334,10 +334,10 @@ def get_regime(
         spec_args = {"bounds": None, "sampling": "slices", "full_patients": n, "full": True, "terms": [dict(CROSS_ENTROPY)]}
     else:
         raise _unknown(text, f"no base regime {base!r}")
-    for reg in regs:
+    for i, reg in enumerate(regs):
         if reg not in REGULARIZERS:
             raise _unknown(text, f"no regularizer {reg!r}")
-        if reg in regs[: regs.index(reg)]:
+        if reg in regs[:i]:
             raise _unknown(text, f"regularizer {reg!r} given twice")
         spec_args["terms"].append(REGULARIZERS[reg](image_size))
     home = _bundle_of(base)

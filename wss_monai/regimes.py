@@ -6,21 +6,21 @@ fully annotated patients, and the term list of :class:`~wss_monai.losses.WeakSup
 
 Base regimes (Kervadec et al., MedIA 2019; lambda = 1e-2 for every constraint term):
 
-=========================  ==========  ===========  =========  =====================================
-name                       bounds      sampling     labels     loss
-=========================  ==========  ===========  =========  =====================================
-``full``                   -           slices       all        cross_entropy
-``partial``                -           slices       none       partial_ce
-``tags``                   tags        slices       none       partial_ce + 0.01 size
-``upper``                  upper       slices       none       partial_ce + 0.01 size
-``common``                 common      slices       none       partial_ce + 0.01 size
-``individual``             individual  slices       none       partial_ce + 0.01 size
-``lagrangian_<rule>``      <rule>      slices       none       lagrangian (CE on the proposals)
-``logbarrier_individual``  individual  slices       none       partial_ce + 0.01 log_barrier
-``volume3d``               volume3d    volume       none       partial_ce + 0.01 size(per_volume)
-``hybrid_<n>``             common      hybrid       n patients full CE on them + partial_ce + 0.01 size
-``full_<n>``               -           slices       n patients cross_entropy on those n patients only
-=========================  ==========  ===========  =========  =====================================
+=========================  ==========  ========  ============================  ==========================================
+name                       bounds      sampling  full masks                    loss
+=========================  ==========  ========  ============================  ==========================================
+``full``                   -           slices    every training slice          cross_entropy
+``partial``                -           slices    none                          partial_ce
+``tags``                   tags        slices    none                          partial_ce + 0.01 size
+``upper``                  upper       slices    none                          partial_ce + 0.01 size
+``common``                 common      slices    none                          partial_ce + 0.01 size
+``individual``             individual  slices    none                          partial_ce + 0.01 size
+``lagrangian_<rule>``      <rule>      slices    none                          lagrangian (CE on the proposals)
+``logbarrier_individual``  individual  slices    none                          partial_ce + 0.01 log_barrier
+``volume3d``               volume3d    volume    none                          partial_ce + 0.01 size(per_volume)
+``hybrid_<n>``             common      hybrid    n patients, the rest weak     full CE on them + partial_ce + 0.01 size
+``full_<n>``               -           slices    n patients, used alone        cross_entropy
+=========================  ==========  ========  ============================  ==========================================
 
 (``<rule>`` is ``tags``, ``common`` or ``individual``.) A regime may add regularizers:
 ``<regime>+<regularizer>[+<regularizer>...]``, e.g. ``individual+gated_crf`` or

@@ -300,6 +300,8 @@ class TrainingSession:
                 f"regime {spec.name!r} needs {spec.full_patients} fully annotated training patients; "
                 f"{path} has {len(patients)} training patients."
             )
+        if spec.routing and spec.full_patients == len(patients):
+            logger.warning(f"regime {spec.name}: all {len(patients)} training patients are fully annotated (no weak patient left)")
         self.full_patient_names: list[str] = []
         if spec.full_patients:
             try:

@@ -82,13 +82,9 @@ def test_ckpt_export_resunet(bundle, helpers, tmp_path):
     _export(helpers, bundle, tmp_path, "wss_monai.networks.ResUNet")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="torch 2.13 cannot TorchScript ENet: nn.MaxUnpool2d fails to script (isIntList assert) and tracing trips on "
-    "max_unpool2d's output_size check; needs a scatter-based unpooling in wss_monai/networks/enet.py",
-)
-def test_ckpt_export_enet(helpers, tmp_path):
-    _export(helpers, "wss_size_2d", tmp_path)
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_ckpt_export_enet(bundle, helpers, tmp_path):
+    _export(helpers, bundle, tmp_path)
 
 
 def test_the_three_bundles_differ_only_where_they_should(helpers):

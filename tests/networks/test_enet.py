@@ -53,3 +53,28 @@ def test_bad_input_is_reported_with_the_expected_shape(net):
         net(torch.randn(1, 3, 32, 32))
     with pytest.raises(ValueError, match=">= 8"):
         net(torch.randn(1, 1, 4, 4))
+
+
+def test_scatter_unpooling_equals_max_unpool2d_values_and_gradients():
+    import torch.nn.functional as F
+
+    from wss_monai.networks.enet import max_unpool
+
+    x = torch.randn(2, 3, 9, 11)
+    pooled, indices = F.max_pool2d(x, 2, return_indices=True, ceil_mode=True)
+    values = pooled.detach().requires_grad_(True)
+    reference = values.detach().clone().requires_grad_(True)
+    ours = max_unpool(values, indices, [9, 11])
+    expected = F.max_unpool2d(reference, indices, 2, output_size=(9, 11))
+    assert torch.equal(ours, expected)
+    weights = torch.randn_like(ours)
+    (ours * weights).sum().backward()
+    (expected * weights).sum().backward()
+    assert torch.equal(values.grad, reference.grad)
+
+
+def test_enet_traces_to_torchscript_with_the_same_outputs():
+    net = ENet(1, 2).eval()
+    x = torch.randn(1, 1, 40, 48)
+    traced = torch.jit.trace(net, x)
+    assert torch.allclose(traced(x), net(x), atol=1e-5)

@@ -90,6 +90,18 @@ class DownsamplingBottleneck(nn.Module):
         return self.act(main + self.branch(x)), indices
 
 
+def max_unpool(values: torch.Tensor, indices: torch.Tensor, size: list[int]) -> torch.Tensor:
+    """Place ``values`` (B, C, h, w) at the flat ``indices`` of a max-pooling into a zero (B, C, *size) map.
+
+    The same result as ``F.max_unpool2d``, written as a scatter so that the network traces and
+    exports (``max_unpool2d``'s output-size check does not survive ``torch.jit.trace``).
+    """
+    b, c = values.shape[0], values.shape[1]
+    out = values.new_zeros(b, c, size[0] * size[1])
+    out = out.scatter(2, indices.flatten(2), values.flatten(2))
+    return out.view(b, c, size[0], size[1])
+
+
 class UpsamplingBottleneck(nn.Module):
     """ENet upsampling bottleneck: the main branch is a 1x1 convolution followed by max-unpooling
     with the encoder's indices; the other branch upsamples with a 3x3 transposed convolution."""
@@ -98,7 +110,6 @@ class UpsamplingBottleneck(nn.Module):
         super().__init__()
         inner = in_channels // projection
         self.main = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels))
-        self.unpool = nn.MaxUnpool2d(2)
         self.project = nn.Sequential(nn.Conv2d(in_channels, inner, 1, bias=False), *_bn_prelu(inner))
         self.up = nn.ConvTranspose2d(inner, inner, 3, stride=2, padding=1, bias=False)
         self.expand = nn.Sequential(
@@ -110,7 +121,7 @@ class UpsamplingBottleneck(nn.Module):
         self.act = nn.PReLU(out_channels)
 
     def forward(self, x: torch.Tensor, indices: torch.Tensor, size: torch.Size) -> torch.Tensor:
-        main = self.unpool(self.main(x), indices, output_size=size)
+        main = max_unpool(self.main(x), indices, [int(size[0]), int(size[1])])
         ext = self.expand(self.up(self.project(x), output_size=size))
         return self.act(main + ext)
 

@@ -1,0 +1,618 @@
+"""Train training regimes as real bundle runs and compare them: ``python -m pipelines.regimes --out DIR``.
+
+Each regime runs through its MONAI bundle (``python -m monai.bundle run --config_file
+"['bundles/<bundle>/configs/train.json', 'DIR/configs/time_budget.json']" ...``) in its own process, within a wall-clock budget; the
+scores are then read back from MLflow into one table (Markdown and CSV), in the order of the
+papers' Table 1::
+
+    python -m pipelines.regimes --out regimes_out --cases 24 --size 64 --minutes-per-regime 5
+    python -m pipelines.regimes --out regimes_out --prepared prepared/acdc-lv --regimes individual,full
+
+Library use (the demo reuses it)::
+
+    from pipelines.regimes import run_regimes
+    table = run_regimes("prepared/acdc-lv", ["partial", "individual", "full"], out_dir="runs", minutes_per_regime=2)
+
+The wall-clock budget: the bundle's own ``train.json`` plus a small overlay config (written to
+``DIR/configs/time_budget.json``) that appends one handler, :class:`TimeBudget`, to the trainer's
+handler list. It measures each epoch (training alone, and with validation) and ends training
+at the end of the last epoch that fits before the deadline, so every regime gets the same wall
+time, start-up included; the number of epochs each regime reached is in the table. ``--epochs``
+caps the epochs as well.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "DEFAULT_REGIMES",
+    "TABLE1_ORDER",
+    "TimeBudget",
+    "bundle_config",
+    "prepare_phantom",
+    "run_regime",
+    "run_regimes",
+    "read_results",
+    "to_markdown",
+    "main",
+]
+
+REPO = Path(__file__).resolve().parents[1]
+
+DEFAULT_REGIMES = ("partial", "tags", "common", "individual", "volume3d", "full", "full_3", "hybrid_3")
+"""The regimes of the papers' Tables 1 and 2 that run in minutes on a CPU."""
+
+TABLE1_ORDER = ("partial", "lagrangian_tags", "tags", "lagrangian_common", "common", "upper",
+                "lagrangian_individual", "individual", "logbarrier_individual", "volume3d", "full")
+"""MedIA 2019 Table 1 order (expected Dice increasing down to ``full``); other regimes follow."""
+
+DEFAULT_FOV_MM = 192.0
+"""Field of view (mm) the phantom is cropped to around the heart: 3 mm pixels at 64 x 64, 1.5 mm at 128."""
+
+MAX_EPOCHS = 1000
+"""Epoch cap when only a time budget is given (the budget ends training long before)."""
+
+FINALIZE_RESERVE_S = 6.0
+"""Seconds kept for what a run does after its last epoch (overlay figure, artifacts, exit)."""
+
+TIME_BUDGET_CONFIG: dict[str, Any] = {
+    "time_budget_deadline": None,
+    "time_budget_reserve": FINALIZE_RESERVE_S,
+    "+train#handlers": [
+        {
+            "_target_": "pipelines.regimes.TimeBudget",
+            "deadline": "@time_budget_deadline",
+            "reserve_s": "@time_budget_reserve",
+            "output_dir": "$@session.output_dir",
+        }
+    ],
+}
+"""Overlay merged after a bundle's ``train.json`` (MONAI's ``+key`` appends to the handler list)."""
+
+COLUMNS = [
+    ("regime", "regime"),
+    ("bundle", "bundle"),
+    ("epochs", "epochs"),
+    ("best_epoch", "best epoch"),
+    ("dice_3d", "val 3D Dice"),
+    ("dice_2d_one", "2D Dice (empty=1)"),
+    ("dice_2d_nan", "2D Dice (empty skipped)"),
+    ("hd95_mm", "HD95 mm"),
+    ("train_s", "train s"),
+    ("wall_s", "wall s"),
+    ("ms_per_image", "ms/image"),
+    ("status", "status"),
+]
+"""(DataFrame column, table header) of the comparison table, in order."""
+
+LEGEND = (
+    "Scores are those of the best epoch by validation 3D Dice (the checkpoint each bundle keeps); 2D Dice is the "
+    "mean over validation slices with an empty-vs-empty slice scored 1, or left out; HD95 in mm (3D, per volume). "
+    "'train s' sums the epochs' training time (loading, forward, loss, backward, step; validation excluded); "
+    "'ms/image' divides it by the training images seen; 'wall s' is the whole bundle process, start-up included."
+)
+
+
+# --------------------------------------------------------------------------------------------
+# the handler the overlay config adds to a bundle's trainer
+
+
+class TimeBudget:
+    """Ignite handler: time each training epoch and stop before a wall-clock deadline.
+
+    Per epoch it measures the training time alone (epoch start to its last iteration: data
+    loading, forward, loss, backward, optimizer step; validation excluded) and the whole epoch
+    (validation, checkpoints and logging included), and logs ``time_train_s``,
+    ``time_train_images`` and ``time_epoch_s`` to the run's MLflow run (step = epoch). When a
+    ``deadline`` (a Unix time) is set, it ends training at the end of an epoch when another epoch,
+    as long as the longest of the last three plus 10%, would not finish ``reserve_s`` seconds
+    before the deadline. Attach it after the bundle's own handlers (it needs the MLflow run the
+    bundle's ``MLflowTracker`` starts).
+
+    Args:
+        deadline: Unix time (``time.time()``) by which the process should be done; None: no limit.
+        reserve_s: seconds left for the end of the run (figures, artifacts, exit).
+        output_dir: the run's output folder (its ``run.json`` names the MLflow run).
+    """
+
+    def __init__(self, deadline: float | None = None, reserve_s: float = FINALIZE_RESERVE_S, output_dir: str | None = None) -> None:
+        self.deadline = None if deadline in (None, "") else float(deadline)
+        self.reserve_s = float(reserve_s)
+        self.output_dir = output_dir
+        self.epoch_seconds: list[float] = []
+        self.train_seconds: list[float] = []
+        self.images: list[int] = []
+        self.stopped_early = False
+        self._run = None
+        self._t0 = self._last = 0.0
+        self._count = 0
+
+    def attach(self, engine) -> None:
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.EPOCH_STARTED, self._epoch_started)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._iteration_completed)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._epoch_completed)
+
+    def _epoch_started(self, engine) -> None:
+        self._t0 = self._last = time.perf_counter()
+        self._count = 0
+
+    def _iteration_completed(self, engine) -> None:
+        self._last = time.perf_counter()
+        batch = engine.state.batch
+        image = batch.get("image") if isinstance(batch, Mapping) else None
+        self._count += int(image.shape[0]) if hasattr(image, "shape") else 0
+
+    def _mlflow_run(self):
+        if self._run is None and self.output_dir:
+            try:
+                info = json.loads((Path(self.output_dir) / "run.json").read_text())
+                if info.get("run_id") and info.get("tracking_uri"):
+                    from wss_monai import tracking
+
+                    self._run = tracking.TrackedRun(info["run_id"], info["tracking_uri"], info.get("experiment_id") or "", info.get("run_name") or "")
+            except (OSError, ValueError):
+                self._run = None
+        return self._run
+
+    def _epoch_completed(self, engine) -> None:
+        now = time.perf_counter()
+        self.train_seconds.append(self._last - self._t0)
+        self.epoch_seconds.append(now - self._t0)
+        self.images.append(self._count)
+        run = self._mlflow_run()
+        if run is not None:
+            try:
+                run.log_metrics({"time_train_s": self.train_seconds[-1], "time_train_images": float(self._count),
+                                 "time_epoch_s": self.epoch_seconds[-1]}, epoch=engine.state.epoch)
+            except Exception:  # timing is a by-product: never break training for it
+                pass
+        if self.deadline is None or engine.state.epoch >= (engine.state.max_epochs or 0):
+            return
+        need = 1.1 * max(self.epoch_seconds[-3:])
+        if time.time() + need + self.reserve_s > self.deadline:
+            self.stopped_early = True
+            import logging
+
+            logging.getLogger("wss_monai.train").info(
+                f"time budget: stopping after epoch {engine.state.epoch} (another epoch takes about {need:.0f} s "
+                f"and the run must end within {max(self.deadline - time.time(), 0):.0f} s)"
+            )
+            engine.terminate()
+
+
+# --------------------------------------------------------------------------------------------
+# data
+
+
+def prepare_phantom(out_dir: str | os.PathLike, *, cases: int = 24, size: int = 64, seed: int = 0,
+                    inplane: int | None = None, frames: int | None = 10, fov_mm: float | None = DEFAULT_FOV_MM,
+                    prepare_args: Sequence[str] = (), log: Callable[[str], None] | None = print) -> Path:
+    """Generate an ACDC-layout phantom in ``out_dir/raw_acdc`` and prepare it into ``out_dir/prepared_acdc``.
+
+    Args:
+        cases: phantom patients (3/4 training, 1/4 validation, split by patient).
+        size: prepared slice size (pixels, square).
+        seed: seed of the phantom and of the preparation (split, random weak labels).
+        inplane: raw in-plane size in voxels (None: the real ACDC sizes, 154-256 voxels of
+            1.3-1.8 mm; a small value writes faster, noisier files since the noise is not averaged
+            by the resampling to ``size``).
+        frames: cine frames per patient (only ED and ES are used; fewer frames write faster).
+        fov_mm: field of view kept around the image centre, where the heart is (``--resize
+            pad-crop`` with pixels of ``fov_mm / size`` mm); None: the papers' plain resize of the
+            whole image (``stretch``), where the LV is small at low ``size``.
+        prepare_args: extra ``python -m data_prep acdc`` options.
+        log: called with one line at the end (None: quiet).
+
+    An existing prepared folder is reused as is. Returns the prepared folder.
+    """
+    from data_prep.cli import main as data_prep_main
+
+    out = Path(out_dir)
+    raw, prepared = out / "raw_acdc", out / "prepared_acdc"
+    if (prepared / "dataset.json").is_file():
+        if log:
+            log(f"reusing the prepared dataset {prepared}")
+        return prepared
+    out.mkdir(parents=True, exist_ok=True)
+    logs = out / "logs"
+    logs.mkdir(exist_ok=True)
+    start = time.perf_counter()
+    sizes = (["--inplane", str(inplane)] if inplane else []) + (["--frames", str(frames)] if frames else [])
+    geometry = ["--resize", "pad-crop", "--inplane-spacing", f"{float(fov_mm) / size:g}"] if fov_mm else []
+    steps = [
+        ["phantom", "acdc", "--out", str(raw), "--cases", str(cases), "--seed", str(seed), "--overwrite", *sizes],
+        ["acdc", "--src", str(raw), "--out", str(prepared), "--size", str(size), "--seed", str(seed), "--overwrite",
+         *geometry, *prepare_args],
+    ]
+    with open(logs / "prepare.log", "w") as handle:
+        for argv in steps:
+            with contextlib.redirect_stdout(handle), contextlib.redirect_stderr(handle):
+                code = data_prep_main(argv)
+            if code:
+                raise RuntimeError(f"python -m data_prep {' '.join(argv)} exited with {code} (see {logs / 'prepare.log'})")
+    if log:
+        where = f"the central {fov_mm:g} mm" if fov_mm else "the whole image"
+        log(f"phantom: {cases} ACDC-layout patients, {where} prepared at {size} x {size}, in "
+            f"{time.perf_counter() - start:.0f} s: {prepared}")
+    return prepared
+
+
+# --------------------------------------------------------------------------------------------
+# running bundles
+
+
+def bundle_config(regime: str) -> Path:
+    """``bundles/<bundle>/configs/train.json`` of the bundle that runs ``regime`` (:mod:`wss_monai.regimes`)."""
+    from wss_monai.regimes import get_regime
+
+    return REPO / "bundles" / get_regime(regime).bundle / "configs" / "train.json"
+
+
+def _write_overlay(out_dir: Path) -> Path:
+    path = out_dir / "configs" / "time_budget.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(TIME_BUDGET_CONFIG, indent=2) + "\n"
+    if not path.is_file() or path.read_text() != text:
+        path.write_text(text)
+    return path
+
+
+def _flag(value: Any) -> str:
+    """A command-line override as ``python -m monai.bundle run`` (fire) parses it."""
+    if isinstance(value, bool):
+        return "True" if value else "False"
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(value)
+    return str(value)
+
+
+def run_regime(
+    prepared_dir: str | os.PathLike,
+    regime: str,
+    *,
+    out_dir: str | os.PathLike,
+    tracking_uri: str,
+    run_name: str,
+    seconds: float | None = 300.0,
+    epochs: int | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """Run one regime as ``python -m monai.bundle run`` in a child process, within ``seconds`` of wall time.
+
+    Returns ``{"regime", "bundle", "run_name", "output_dir", "returncode", "wall_s", "log", "run_info"}``;
+    ``run_info`` is the run's ``run.json`` (MLflow run id, best epoch...) or None if it never
+    started. The log (stdout and stderr) is ``out_dir/logs/<run_name>.log``. A run still alive 2
+    minutes past its budget is killed (its process group), and reported with return code -9.
+    """
+    from wss_monai.engine import read_run_info
+
+    out = Path(out_dir).resolve()
+    overlay = _write_overlay(out)
+    config = bundle_config(regime)
+    run_dir = out / "runs" / run_name
+    log_path = out / "logs" / f"{run_name}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    values: dict[str, Any] = {
+        "dataset_dir": str(Path(prepared_dir).resolve()),
+        "regime": regime,
+        "epochs": int(epochs) if epochs else (MAX_EPOCHS if seconds else 1),
+        "tracking_uri": tracking_uri,
+        "run_name": run_name,
+        "output_dir": str(run_dir),
+        "progress": False,
+        "time_budget_deadline": (start + float(seconds)) if seconds else None,
+        **dict(overrides or {}),
+    }
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", json.dumps([str(config), str(overlay)]),
+           "--meta_file", str(config.parent / "metadata.json"), "--logging_file", str(config.parent / "logging.conf")]
+    for key, value in values.items():
+        if value is not None:
+            cmd += [f"--{key}", _flag(value)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "MPLBACKEND": "Agg"}
+    if threads:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])
+    with open(log_path, "w") as handle:
+        handle.write(" ".join(cmd) + "\n\n")
+        handle.flush()
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=handle, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        try:
+            code = proc.wait(timeout=(float(seconds) + 120.0) if seconds else None)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # the child's own process group (start_new_session)
+            proc.wait()
+            code = -9
+        except BaseException:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise
+    return {
+        "regime": regime,
+        "bundle": config.parent.parent.name,
+        "run_name": run_name,
+        "output_dir": str(run_dir),
+        "returncode": code,
+        "wall_s": time.time() - start,
+        "log": str(log_path),
+        "run_info": read_run_info(run_dir),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# reading results back from MLflow
+
+
+def _history(client, run_id: str, key: str) -> dict[int, float]:
+    return {int(m.step): float(m.value) for m in client.get_metric_history(run_id, key)}
+
+
+def read_results(runs: Sequence[Mapping[str, Any]], tracking_uri: str) -> "pandas.DataFrame":  # noqa: F821
+    """One row per run of :func:`run_regime`, with its scores read back from MLflow.
+
+    Scores are those of the best epoch by validation 3D Dice (the checkpoint the bundle keeps):
+    ``dice_3d``, ``dice_2d_one`` / ``dice_2d_nan`` (2D Dice with an empty-vs-empty slice scored 1,
+    or left out), ``hd95_mm``. ``epochs`` is the number of epochs run; ``train_s`` the training
+    time summed over epochs (validation excluded, as logged by :class:`TimeBudget`);
+    ``ms_per_image`` = ``train_s`` / training images seen; ``wall_s`` the whole process.
+    """
+    import pandas as pd
+
+    from wss_monai import tracking
+
+    rows = []
+    by_experiment: dict[str, Any] = {}
+    client = None
+    for run in runs:
+        info = run.get("run_info") or {}
+        row: dict[str, Any] = {"regime": run["regime"], "bundle": run["bundle"], "run_name": run["run_name"],
+                               "wall_s": run.get("wall_s"), "status": "FAILED" if run.get("returncode") else "FINISHED",
+                               "run_id": info.get("run_id"), "log": run.get("log")}
+        experiment = info.get("experiment")
+        if info.get("run_id") and experiment:
+            if experiment not in by_experiment:
+                by_experiment[experiment] = tracking.runs_dataframe(experiment, tracking_uri, best_of=["val_dice_3d_mean"])
+            frame = by_experiment[experiment]
+            match = frame[frame["run_id"] == info["run_id"]]
+            if client is None:
+                from mlflow import MlflowClient
+
+                client = MlflowClient(tracking_uri=tracking.resolve_tracking_uri(tracking_uri))
+            if len(match):
+                record = match.iloc[0]
+                row["status"] = record["status"] if not run.get("returncode") else f"FAILED ({run.get('returncode')})"
+                best = record.get("best.val_dice_3d_mean", math.nan)
+                step = record.get("best_epoch.val_dice_3d_mean")
+                row["dice_3d"] = float(best)
+                row["best_epoch"] = None if step is None or (isinstance(step, float) and math.isnan(step)) else int(step)
+                dice = _history(client, info["run_id"], "val_dice_3d_mean")
+                row["epochs"] = max(dice) if dice else 0
+                for key, column in (("val_dice_2d_one_mean", "dice_2d_one"), ("val_dice_2d_nan_mean", "dice_2d_nan"),
+                                    ("val_hd95_mean", "hd95_mm")):
+                    row[column] = _history(client, info["run_id"], key).get(row["best_epoch"], math.nan)
+                train = _history(client, info["run_id"], "time_train_s")
+                images = _history(client, info["run_id"], "time_train_images")
+                if train:
+                    row["train_s"] = sum(train.values())
+                    seen = sum(images.values())
+                    row["ms_per_image"] = 1000.0 * row["train_s"] / seen if seen else math.nan
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    for column, _ in COLUMNS:
+        if column not in frame:
+            frame[column] = math.nan
+    return frame[[c for c, _ in COLUMNS] + [c for c in frame.columns if c not in dict(COLUMNS)]]
+
+
+def _cell(value: Any, column: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if column in ("dice_3d", "dice_2d_one", "dice_2d_nan"):
+        return f"{value:.3f}"
+    if column in ("hd95_mm", "ms_per_image"):
+        return f"{value:.1f}"
+    if column in ("train_s", "wall_s"):
+        return f"{value:.0f}"
+    if column in ("epochs", "best_epoch"):
+        return str(int(value))
+    return str(value)
+
+
+def to_markdown(frame) -> str:
+    """The comparison table of :func:`read_results` as Markdown (one row per regime)."""
+    headers = [h for _, h in COLUMNS]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    for _, row in frame.iterrows():
+        lines.append("| " + " | ".join(_cell(row.get(c), c) for c, _ in COLUMNS) + " |")
+    return "\n".join(lines)
+
+
+def order_regimes(regimes: Sequence[str]) -> list[str]:
+    """Table 1 order first (partial ... full), then ``full_<n>`` / ``hybrid_<n>`` pairs, then the rest as given."""
+    rank = {name: i for i, name in enumerate(TABLE1_ORDER)}
+
+    def key(item):
+        index, name = item
+        if name in rank:
+            return (0, rank[name], index)
+        base = name.split("+")[0]
+        if base.startswith(("full_", "hybrid_")):
+            n = int(base.split("_")[1]) if base.split("_")[1].isdigit() else 0
+            return (1, n, 0 if base.startswith("full_") else 1, index)
+        return (2, index)
+
+    return [name for _, name in sorted(enumerate(regimes), key=key)]
+
+
+# --------------------------------------------------------------------------------------------
+# the whole job
+
+
+def run_regimes(
+    prepared_dir: str | os.PathLike,
+    regimes: Sequence[str] = DEFAULT_REGIMES,
+    *,
+    out_dir: str | os.PathLike,
+    minutes_per_regime: float | None = 5.0,
+    epochs: int | None = None,
+    tracking_uri: str | None = None,
+    batch_size: int = 8,
+    augment: bool = False,
+    seed: int = 0,
+    threads: int | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    tag: str | None = None,
+    progress: Callable[[str], None] | None = print,
+) -> "pandas.DataFrame":  # noqa: F821
+    """Train each regime on a prepared dataset through its bundle and return the comparison table.
+
+    Every regime is a real ``python -m monai.bundle run`` of the bundle that runs it
+    (``wss_size_2d``, ``wss_volume_3d`` or ``wss_hybrid``, see :func:`bundle_config`), one after
+    the other, each in its own process; the results are read back from MLflow.
+
+    Args:
+        prepared_dir: a dataset prepared by ``python -m data_prep`` (e.g. :func:`prepare_phantom`).
+        regimes: regime names (:mod:`wss_monai.regimes`); run in the order given, reported in
+            Table 1 order (:func:`order_regimes`).
+        out_dir: where the runs' folders (``runs/<run name>``), logs and the overlay config go.
+        minutes_per_regime: wall-clock budget of each run, start-up included (None or 0: no
+            budget; then ``epochs`` is required).
+        epochs: epoch cap (default: as many as fit in the budget).
+        tracking_uri: MLflow store (default: ``sqlite:///<out_dir>/mlruns.db``).
+        batch_size, augment, seed: the bundles' keys of the same names.
+        threads: torch threads of each run (``OMP_NUM_THREADS``); None leaves torch's default.
+        overrides: further bundle keys (``{"val_interval": 2, "learning_rate": 1e-3}``).
+        tag: suffix of the run names (``<regime>-s<seed>-<tag>``; default: the start time).
+        progress: called with one line per regime (None: quiet).
+
+    Returns:
+        A pandas DataFrame, one row per regime (columns: :data:`COLUMNS`, then ``run_name``,
+        ``run_id`` and ``log``); the same table goes to ``out_dir/regimes.csv``.
+    """
+    if not minutes_per_regime and not epochs:
+        raise ValueError("give minutes_per_regime or epochs (or both)")
+    from wss_monai.regimes import get_regime
+
+    for name in regimes:
+        get_regime(name)  # unknown names fail here, before anything runs
+    out = Path(out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    uri = tracking_uri or f"sqlite:///{out / 'mlruns.db'}"
+    tag = tag or time.strftime("%Y%m%d-%H%M%S")
+    seconds = 60.0 * float(minutes_per_regime) if minutes_per_regime else None
+    keys = {"batch_size": batch_size, "augment": bool(augment), "seed": seed, **dict(overrides or {})}
+    results = []
+    for i, regime in enumerate(regimes, start=1):
+        if progress:
+            budget = f"{seconds / 60:.1f} min" if seconds else f"{epochs} epochs"
+            progress(f"[{i}/{len(regimes)}] {regime}: training ({bundle_config(regime).parent.parent.name}, {budget}) ...")
+        result = run_regime(prepared_dir, regime, out_dir=out, tracking_uri=uri, run_name=f"{regime}-s{seed}-{tag}",
+                            seconds=seconds, epochs=epochs, overrides=keys, threads=threads)
+        results.append(result)
+        if progress:
+            info = result["run_info"] or {}
+            best = info.get("best_metric")
+            if result["returncode"] == 0 and isinstance(best, float):
+                what = f"best val 3D Dice {best:.3f} at epoch {info.get('best_epoch')} of {info.get('last_epoch')}"
+            else:
+                what = f"FAILED (exit {result['returncode']}; see {result['log']})"
+            progress(f"[{i}/{len(regimes)}] {regime}: {what}, {result['wall_s']:.0f} s")
+    order = order_regimes([r["regime"] for r in results])
+    results.sort(key=lambda r: order.index(r["regime"]))
+    frame = read_results(results, uri)
+    frame.to_csv(out / "regimes.csv", index=False)
+    return frame
+
+
+def _settings_line(args: argparse.Namespace, prepared: Path) -> str:
+    data = json.loads((prepared / "dataset.json").read_text())
+    counts = {s: len(data.get(s, [])) for s in ("training", "validation")}
+    patients = {s: len({e["patient"] for e in data.get(s, [])}) for s in ("training", "validation")}
+    try:
+        options = json.loads((prepared / "prep.json").read_text())["options"]
+        size = " x ".join(str(s) for s in options["size"]) if isinstance(options["size"], list) else f"{options['size']} x {options['size']}"
+        size += f" ({options.get('resize', 'stretch')})"
+    except (OSError, KeyError, ValueError, TypeError):
+        size = "?"
+    budget = f"{args.minutes_per_regime:g} min per regime" if args.minutes_per_regime else "no time budget"
+    cap = f", at most {args.epochs} epochs" if args.epochs else ""
+    return (f"Dataset {prepared} ({data.get('name')}): {patients['training']} training patients "
+            f"({counts['training']} slices), {patients['validation']} validation patients ({counts['validation']} slices), "
+            f"slices {size}; ENet, batch {args.batch_size}, augment {args.augment}, seed {args.seed}, {budget}{cap}, "
+            f"torch threads {args.threads or 'default'}.")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipelines.regimes",
+        description="Train training regimes through their MONAI bundles on a prepared dataset (by default a "
+        "generated ACDC-layout phantom), each within a wall-clock budget, and compare them: a Markdown table "
+        "(DIR/regimes.md) and a CSV (DIR/regimes.csv) read back from MLflow.",
+    )
+    parser.add_argument("--out", type=Path, required=True, help="output folder (phantom, runs, logs, MLflow store, tables)")
+    parser.add_argument("--regimes", default=",".join(DEFAULT_REGIMES), help=f"comma-separated regimes (default {','.join(DEFAULT_REGIMES)})")
+    parser.add_argument("--prepared", type=Path, default=None, help="use this prepared dataset instead of generating a phantom")
+    parser.add_argument("--minutes-per-regime", type=float, default=5.0, help="wall-clock budget per regime, start-up included (default 5; 0: none)")
+    parser.add_argument("--epochs", type=int, default=None, help="epoch cap (default: as many as fit in the budget)")
+    parser.add_argument("--cases", type=int, default=24, help="phantom patients (default 24)")
+    parser.add_argument("--size", type=int, default=64, help="prepared slice size (default 64)")
+    parser.add_argument("--inplane", type=int, default=None, help="phantom raw in-plane size (default: real ACDC sizes)")
+    parser.add_argument("--fov-mm", type=float, default=DEFAULT_FOV_MM,
+                        help=f"field of view kept around the heart, in mm (default {DEFAULT_FOV_MM:g}; 0: the whole image, stretched)")
+    parser.add_argument("--prepare-args", default="", help="extra 'python -m data_prep acdc' options, space-separated")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the phantom, the split and the runs (default 0)")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--augment", action="store_true", help="the bundles' flips/rotation/zoom augmentation")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads per run (default: torch's own)")
+    parser.add_argument("--tracking-uri", default=None, help="MLflow store (default: sqlite:///DIR/mlruns.db)")
+    args = parser.parse_args(argv)
+    regimes = [r.strip() for r in args.regimes.split(",") if r.strip()]
+    if not regimes:
+        parser.error("--regimes is empty")
+    if not args.minutes_per_regime and not args.epochs:
+        parser.error("give --minutes-per-regime or --epochs")
+    from wss_monai.regimes import UnknownRegimeError, get_regime
+
+    for name in regimes:
+        try:
+            get_regime(name)
+        except UnknownRegimeError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+    out = args.out.resolve()
+    if args.prepared is not None:
+        prepared = args.prepared.resolve()
+        if not (prepared / "dataset.json").is_file():
+            print(f"error: {prepared}: not a prepared dataset (no dataset.json)", file=sys.stderr)
+            return 2
+    else:
+        prepared = prepare_phantom(out, cases=args.cases, size=args.size, seed=args.seed, inplane=args.inplane,
+                                   fov_mm=args.fov_mm or None, prepare_args=args.prepare_args.split())
+    start = time.perf_counter()
+    frame = run_regimes(prepared, regimes, out_dir=out, minutes_per_regime=args.minutes_per_regime or None,
+                        epochs=args.epochs, tracking_uri=args.tracking_uri, batch_size=args.batch_size,
+                        augment=args.augment, seed=args.seed, threads=args.threads)
+    text = f"{_settings_line(args, prepared)}\n\n{to_markdown(frame)}\n\n{LEGEND}\n"
+    (out / "regimes.md").write_text(text)
+    print(f"\n{text}\nTable in {out / 'regimes.md'} and {out / 'regimes.csv'}; {len(frame)} regimes in "
+          f"{(time.perf_counter() - start) / 60:.1f} min.")
+    return 0 if (frame["status"] == "FINISHED").all() else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

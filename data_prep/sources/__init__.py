@@ -7,8 +7,10 @@ splits, writing) is shared in :mod:`data_prep.prepare`.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from data_prep.errors import InputError
 
@@ -74,3 +76,20 @@ def check_unique_volumes(cases: list[Case], src: Path) -> list[Case]:
             raise InputError(case.image, f"volume {case.volume} found twice (also {seen[case.volume]})")
         seen[case.volume] = case.image
     return cases
+
+
+def paired_by_name(src: str | Path, glob: str, image_name: re.Pattern, label_name: Callable[[re.Match], str],
+                   nothing_found: str) -> list[Case]:
+    """One case per image under ``src`` whose name matches ``image_name`` (group 1 = the case id),
+    paired with the label file ``label_name(match)`` in the same folder (the PROMISE12 and
+    vertebral layouts); ``nothing_found`` is the error when no image matches."""
+    src = require_folder(src)
+    images = sorted((p for p in src.rglob(glob) if image_name.fullmatch(p.name)), key=lambda p: (p.name, str(p)))
+    if not images:
+        raise InputError(src, nothing_found)
+    cases = []
+    for image in images:
+        match = image_name.fullmatch(image.name)
+        label = require_label(image, image.with_name(label_name(match)))
+        cases.append(Case(patient=match.group(1), volume=match.group(1), image=image, label=label))
+    return check_unique_volumes(cases, src)

@@ -9,8 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from data_prep.errors import InputError
-from data_prep.sources import Case, SourceSpec, check_unique_volumes, require_folder, require_label
+from data_prep.sources import Case, SourceSpec, paired_by_name
 
 SPEC = SourceSpec(
     name="promise12",
@@ -28,13 +27,5 @@ IMAGE_NAME = re.compile(r"(Case\d+)\.mhd", re.IGNORECASE)
 
 def find_cases(src: str | Path) -> list[Case]:
     """One case per ``CaseNN.mhd`` image, paired with ``CaseNN_segmentation.mhd`` in the same folder."""
-    src = require_folder(src)
-    images = sorted((p for p in src.rglob("*.mhd") if IMAGE_NAME.fullmatch(p.name)), key=lambda p: (p.name, str(p)))
-    if not images:
-        raise InputError(src, "no PROMISE12 images (CaseNN.mhd) found")
-    cases = []
-    for image in images:
-        case_id = IMAGE_NAME.fullmatch(image.name).group(1)
-        label = require_label(image, image.with_name(f"{case_id}_segmentation.mhd"))
-        cases.append(Case(patient=case_id, volume=case_id, image=image, label=label))
-    return check_unique_volumes(cases, src)
+    return paired_by_name(src, "*.mhd", IMAGE_NAME, lambda m: f"{m.group(1)}_segmentation.mhd",
+                          "no PROMISE12 images (CaseNN.mhd) found")

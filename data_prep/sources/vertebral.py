@@ -10,8 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from data_prep.errors import InputError
-from data_prep.sources import Case, SourceSpec, check_unique_volumes, require_folder, require_label
+from data_prep.sources import Case, SourceSpec, paired_by_name
 
 SPEC = SourceSpec(
     name="vertebral",
@@ -29,14 +28,5 @@ IMAGE_NAME = re.compile(r"(Img_\d+)\.nii(\.gz)?", re.IGNORECASE)
 
 def find_cases(src: str | Path) -> list[Case]:
     """One case per ``Img_XX.nii`` image, paired with ``Img_XX_Labels.nii`` in the same folder."""
-    src = require_folder(src)
-    images = sorted((p for p in src.rglob("Img_*") if IMAGE_NAME.fullmatch(p.name)), key=lambda p: (p.name, str(p)))
-    if not images:
-        raise InputError(src, "no vertebral-body images (Img_XX.nii) found")
-    cases = []
-    for image in images:
-        match = IMAGE_NAME.fullmatch(image.name)
-        case_id, gz = match.group(1), match.group(2) or ""
-        label = require_label(image, image.with_name(f"{case_id}_Labels.nii{gz}"))
-        cases.append(Case(patient=case_id, volume=case_id, image=image, label=label))
-    return check_unique_volumes(cases, src)
+    return paired_by_name(src, "Img_*", IMAGE_NAME, lambda m: f"{m.group(1)}_Labels.nii{m.group(2) or ''}",
+                          "no vertebral-body images (Img_XX.nii) found")

@@ -22,6 +22,11 @@ Example::
 ``python -m wss_monai.tracking serve`` starts a local MLflow server (UI and REST API) on
 127.0.0.1 over the default store and prints its URL.
 
+Trainings log through :class:`ResilientRun`: when the store does not answer (a server down at the
+start or killed mid-run), what it could not take goes to ``mlflow_fallback.jsonl`` in the run's
+output folder, and ``python -m wss_monai.tracking sync --from RUN_DIR [--to URI]``
+(:func:`sync_fallback`) sends it later, into the same run.
+
 MLflow is imported lazily: importing this module stays cheap.
 """
 
@@ -34,6 +39,7 @@ import datetime as _dt
 import hashlib
 import ipaddress
 import json
+import logging
 import math
 import os
 import posixpath
@@ -45,10 +51,11 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 import warnings
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,6 +71,13 @@ __all__ = [
     "TrackedRun",
     "start_run",
     "tracked_run",
+    "FALLBACK_NAME",
+    "FallbackJournal",
+    "ResilientRun",
+    "SyncResult",
+    "reachable",
+    "sync_command",
+    "sync_fallback",
     "runs_dataframe",
     "ui_command",
     "LocalServer",
@@ -427,6 +441,425 @@ def tracked_run(experiment: str, regime: str, seed: int | None = None, **kwargs:
 
 
 # --------------------------------------------------------------------------------------------
+# a run that outlives its tracking server
+
+FALLBACK_NAME = "mlflow_fallback.jsonl"
+"""The fallback journal in a training run's output folder (see :class:`ResilientRun`)."""
+
+logger = logging.getLogger("wss_monai.tracking")
+
+
+def _first_line(err: BaseException | str) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:300] if text else type(err).__name__
+
+
+def _health_timeout() -> float:
+    try:
+        return min(10.0, float(os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")))
+    except ValueError:
+        return 10.0
+
+
+def reachable(tracking_uri: str, timeout: float | None = None) -> tuple[bool, str]:
+    """Whether the tracking server at ``tracking_uri`` answers at all: ``(True, "")`` or ``(False, reason)``.
+
+    One GET of ``<uri>/health``; any HTTP answer (even 401 or 404) counts as reachable, only a
+    refused or timed-out connection does not. A refused connection is known at once, where
+    MLflow's own client would retry for minutes. Database URIs are reported reachable (their
+    errors show when they are used).
+    """
+    if not tracking_uri.startswith(("http://", "https://")):
+        return True, ""
+    host = urllib.parse.urlsplit(tracking_uri).hostname or ""
+    opener = _NO_PROXY_OPENER if _is_loopback(host) else urllib.request.build_opener()
+    try:
+        with opener.open(f"{tracking_uri}/health", timeout=_health_timeout() if timeout is None else timeout):
+            return True, ""
+    except urllib.error.HTTPError:
+        return True, ""
+    except (urllib.error.URLError, OSError) as err:
+        return False, _first_line(getattr(err, "reason", err))
+
+
+class FallbackJournal:
+    """An append-only JSON-lines file of the MLflow operations a run could not send.
+
+    One operation per line, flushed and fsynced as it is written, so a killed process loses at
+    most the line it was writing (a torn last line is skipped on reading). Operations: ``run``
+    (which run the following lines belong to), ``config``, ``params``, ``metrics`` (with step
+    and timestamp), ``tags``, ``artifacts`` (paths of local files), ``status``; and ``synced``,
+    written by :func:`sync_fallback`, marking everything above it as sent to a store.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+
+    def append(self, op: Mapping[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        line = json.dumps(dict(op), default=str)
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(line + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def read(self) -> list[dict]:
+        if not self.path.is_file():
+            return []
+        entries = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line torn by a kill
+            if isinstance(entry, dict) and "op" in entry:
+                entries.append(entry)
+        return entries
+
+    @staticmethod
+    def _start(entries: Sequence[Mapping], target: str | None = None) -> int:
+        """Index after the last ``synced`` marker (for ``target``, or any)."""
+        start = 0
+        for i, entry in enumerate(entries):
+            if entry["op"] == "synced" and (target is None or entry.get("to") == target):
+                start = i + 1
+        return start
+
+    def pending(self, target: str | None = None) -> list[dict]:
+        """Operations not yet synced (to ``target``; None: to any store), ``run`` lines left out."""
+        entries = self.read()
+        return [e for e in entries[self._start(entries, target):] if e["op"] not in ("run", "synced")]
+
+    def identity(self) -> dict | None:
+        """The first ``run`` line with a server run id, else the first ``run`` line, else None."""
+        runs = [e for e in self.read() if e["op"] == "run"]
+        with_id = [e for e in runs if e.get("run_id")]
+        return (with_id or runs or [None])[0]
+
+
+def sync_command(journal: str | os.PathLike, tracking_uri: str | None = None) -> str:
+    """The command that sends a fallback journal to its tracking store."""
+    to = f" --to {tracking_uri}" if tracking_uri else ""
+    return f"python -m wss_monai.tracking sync --from {journal}{to}"
+
+
+class ResilientRun:
+    """An MLflow run that never stops a training: what the store cannot take goes to a journal.
+
+    Made by :meth:`start`; it has the methods of :class:`TrackedRun` (``log_config``,
+    ``log_params``, ``log_metrics``, ``log_artifacts``, ``set_tags``, ``finish``). Before each
+    operation on an HTTP server, :func:`reachable` asks ``/health`` (instant when nobody
+    listens). When the server does not answer, or an operation fails, the run goes *offline*
+    for the rest of the process: one warning names the journal (``mlflow_fallback.jsonl`` in the
+    run's output folder) and the command that sends it later (:func:`sync_command`), and that
+    operation and every later one are appended to the journal instead. Nothing is lost; training
+    goes on. A journal that still holds unsynced operations keeps a resumed run offline too, so
+    the operations stay in order.
+
+    Attributes: ``run_id`` (the store's run id; None when the run could not be created),
+    ``offline`` (bool), ``journal`` (:class:`FallbackJournal`), ``offline_reason``.
+    """
+
+    def __init__(self, experiment: str, run_name: str, tracking_uri: str, fallback: str | os.PathLike,
+                 tags: Mapping[str, Any] | None = None) -> None:
+        self.experiment = experiment
+        self.run_name = run_name
+        self.tracking_uri = tracking_uri
+        self.journal = FallbackJournal(fallback)
+        self.tags = {metric_key(k): str(v) for k, v in (tags or {}).items()}
+        self.run: TrackedRun | None = None
+        self.offline = False
+        self.offline_reason: str | None = None
+        self.local_id: str | None = None
+        self.start_time = int(time.time() * 1000)
+        self._known_run_id: str | None = None
+
+    @property
+    def run_id(self) -> str | None:
+        """The store's id of this run (known even offline when the run was created or is resumed)."""
+        return self.run.run_id if self.run is not None else self._known_run_id
+
+    @property
+    def experiment_id(self) -> str | None:
+        return self.run.experiment_id if self.run is not None else None
+
+    @classmethod
+    def start(
+        cls,
+        experiment: str,
+        regime: str,
+        seed: int | None = None,
+        *,
+        tracking_uri: str | None = None,
+        run_name: str | None = None,
+        config: Mapping[str, Any] | None = None,
+        tags: Mapping[str, Any] | None = None,
+        fallback: str | os.PathLike,
+        resume: bool = False,
+        resume_run_id: str | None = None,
+    ) -> "ResilientRun":
+        """Create the run and log ``config``; or, with ``resume``, reopen ``resume_run_id`` (status RUNNING).
+
+        A resumed run logs no params (they are the first start's). Its journal, when it still
+        holds unsynced operations, keeps it offline; a resumed run whose id the store does not
+        know is created anew (with a warning). A fresh run moves an old journal in its folder
+        aside (``mlflow_fallback.<time>.jsonl``).
+        """
+        uri = resolve_tracking_uri(tracking_uri)
+        all_tags = {"regime": regime, **({"seed": str(seed)} if seed is not None else {}), **(tags or {})}
+        self = cls(experiment, run_name or unique_run_name(regime, seed), uri, fallback, all_tags)
+        now = lambda: int(time.time() * 1000)  # noqa: E731
+        if resume and self.journal.pending():
+            # earlier operations of this run are still waiting: keep the new ones after them
+            known = self.journal.identity() or {}
+            self.local_id = known.get("local_id")
+            self.start_time = known.get("start_time") or self.start_time
+            self._go_offline(f"{self.journal.path.name} still holds operations not yet synced", run_id=known.get("run_id") or resume_run_id)
+            self.journal.append({"op": "status", "status": "RUNNING", "time": now()})
+            return self
+        if not resume and self.journal.path.exists():
+            aside = self.journal.path.with_name(f"{self.journal.path.stem}.{_dt.datetime.now():%Y%m%d-%H%M%S}.jsonl")
+            os.replace(self.journal.path, aside)
+            logger.warning(f"an older fallback journal was in the run's folder: moved to {aside}")
+        ok, reason = reachable(uri)
+        if ok:
+            try:
+                client = _client(uri)
+                if resume and resume_run_id:
+                    found = _get_run_or_none(client, resume_run_id)
+                    if found is not None:
+                        client.update_run(resume_run_id, status="RUNNING")
+                        self.run = TrackedRun(resume_run_id, uri, found.info.experiment_id, found.info.run_name, client)
+                        return self
+                    logger.warning(f"MLflow run {resume_run_id} is not in {uri}; the resumed training logs to a new run {self.run_name!r}")
+                experiment_id = _get_or_create_experiment(client, experiment, uri)
+                made = client.create_run(experiment_id, run_name=self.run_name, start_time=self.start_time, tags=self.tags)
+                self.run = TrackedRun(made.info.run_id, uri, experiment_id, self.run_name, client)
+            except Exception as err:
+                ok, reason = False, _first_line(err)
+        if self.run is not None:
+            if config is not None:
+                self.log_config(config)  # goes to the journal if the store fails now
+            return self
+        self._go_offline(reason, run_id=resume_run_id if resume else None)
+        if resume and resume_run_id:
+            self.journal.append({"op": "status", "status": "RUNNING", "time": now()})
+        elif config is not None:
+            self.journal.append({"op": "config", "config": _jsonable(config)})
+        return self
+
+    # ----------------------------------------------------------------------------------------
+
+    def _go_offline(self, reason: str, run_id: str | None = None) -> None:
+        if self.offline:
+            return
+        self.offline = True
+        self.offline_reason = reason
+        if run_id and self.run is None:
+            self._known_run_id = run_id
+        if self.local_id is None:
+            self.local_id = f"offline-{uuid.uuid4().hex}"
+        self.journal.append({
+            "op": "run", "run_id": run_id or self.run_id, "local_id": self.local_id, "experiment": self.experiment,
+            "run_name": self.run_name, "tracking_uri": self.tracking_uri, "tags": self.tags, "start_time": self.start_time,
+            "time": int(time.time() * 1000), "reason": reason,
+        })
+        logger.warning(
+            f"MLflow tracking store {self.tracking_uri} cannot be used ({reason}); training goes on and this run's "
+            f"metrics, params, tags and artifacts are kept in {self.journal.path}; send them to the store when it "
+            f"answers again with: {sync_command(self.journal.path)}"
+        )
+
+    def _do(self, op: dict, action: Callable[[TrackedRun], Any]) -> None:
+        if not self.offline and self.run is not None:
+            ok, reason = reachable(self.tracking_uri)
+            if ok:
+                try:
+                    action(self.run)
+                    return
+                except Exception as err:
+                    reason = _first_line(err)
+            self._go_offline(reason)
+        self.journal.append(op)
+
+    def log_config(self, config: Mapping[str, Any], artifact_file: str = "config.json") -> None:
+        self._do({"op": "config", "config": _jsonable(config)}, lambda run: run.log_config(config, artifact_file))
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        self._do({"op": "params", "params": _jsonable(params)}, lambda run: run.log_params(params))
+
+    def log_metrics(self, metrics: Mapping[str, float], epoch: int | None = None) -> None:
+        values = {metric_key(k): float(v.item() if hasattr(v, "item") else v) for k, v in metrics.items()}
+        op = {"op": "metrics", "metrics": values, "step": int(epoch) if epoch is not None else 0, "timestamp": int(time.time() * 1000)}
+        self._do(op, lambda run: run.log_metrics(metrics, epoch=epoch))
+
+    def log_artifacts(self, *paths: str | os.PathLike, artifact_path: str | None = None) -> None:
+        for path in map(Path, paths):
+            if not path.exists():
+                raise FileNotFoundError(f"no such file or folder to log as artifact: {path}")
+        op = {"op": "artifacts", "paths": [str(Path(p).resolve()) for p in paths], "artifact_path": artifact_path}
+        self._do(op, lambda run: run.log_artifacts(*paths, artifact_path=artifact_path))
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        self._do({"op": "tags", "tags": {metric_key(k): str(v) for k, v in tags.items()}}, lambda run: run.set_tags(tags))
+
+    def finish(self, status: str = "FINISHED") -> None:
+        op = {"op": "status", "status": status, "time": int(time.time() * 1000)}
+        self._do(op, lambda run: run.finish(status))
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def _get_run_or_none(client, run_id: str):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_run(run_id)
+    except MlflowException as err:
+        if getattr(err, "error_code", "") == "RESOURCE_DOES_NOT_EXIST" or "not found" in str(err).lower():
+            return None
+        raise
+
+
+def _forget_artifact_repo(run_id: str) -> None:
+    """Drop MLflow's process-wide cache of the run's artifact repository (keyed by run id only).
+
+    The cached repository holds the URL of the server the run was logged through; after the server
+    moved (or in the process that logged the run), artifacts would go to the old URL.
+    """
+    try:
+        from mlflow.tracking._tracking_service import utils
+
+        utils._artifact_repos_cache.pop(run_id, None)
+    except (ImportError, AttributeError):  # other MLflow versions: nothing cached that way
+        pass
+
+
+@dataclass
+class SyncResult:
+    """What :func:`sync_fallback` sent: the run, and counts of each kind of operation."""
+
+    run_id: str
+    run_name: str
+    tracking_uri: str
+    created: bool
+    operations: int = 0
+    metrics: int = 0
+    params: int = 0
+    tags: int = 0
+    artifacts: int = 0
+    missing: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        if not self.operations and not self.created:
+            return f"nothing to sync: run {self.run_name!r} ({self.run_id}) in {self.tracking_uri} already has everything"
+        how = "created" if self.created else "existing"
+        text = (f"synced {self.operations} operations to {how} run {self.run_name!r} ({self.run_id}) in {self.tracking_uri}: "
+                f"{self.metrics} metric values, {self.params} params, {self.tags} tags, {self.artifacts} artifacts")
+        if self.missing:
+            text += f"; {len(self.missing)} artifact file(s) no longer exist: {', '.join(self.missing)}"
+        return text
+
+
+def sync_fallback(source: str | os.PathLike, to: str | None = None) -> SyncResult:
+    """Send the unsynced operations of a fallback journal to a tracking store.
+
+    Args:
+        source: the journal (``mlflow_fallback.jsonl``) or the training run's output folder.
+        to: the store; None = the one the run was meant for (recorded in the journal).
+
+    The operations go to the run the journal names when the store has it (a server that died
+    mid-run), else to a run created with the journal's name, experiment, tags and start time
+    (a server unreachable from the start). A ``synced`` line is appended, so a second sync sends
+    only what came after; ``run.json`` beside the journal then names the run. Metric steps and
+    timestamps are kept.
+
+    Raises:
+        FileNotFoundError / ValueError: no journal, or not one. ConnectionError: the store
+        does not answer (nothing was sent).
+    """
+    from mlflow.entities import Metric
+
+    path = Path(source)
+    if path.is_dir():
+        path = path / FALLBACK_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such fallback journal (a training run writes {FALLBACK_NAME} in its output folder).")
+    journal = FallbackJournal(path)
+    entries = journal.read()
+    header = next((e for e in entries if e["op"] == "run"), None)
+    if header is None:
+        raise ValueError(f"{path}: not an MLflow fallback journal (no 'run' line).")
+    target = resolve_tracking_uri(to or header.get("tracking_uri"))
+    ok, reason = reachable(target)
+    if not ok:
+        raise ConnectionError(f"{target} does not answer ({reason}); nothing was synced, run the command again when it does.")
+    start = FallbackJournal._start(entries, target)
+    todo = [e for e in entries[start:] if e["op"] not in ("run", "synced")]
+    client = _client(target)
+    run_id = next((e.get("run_id") for e in reversed(entries[:start]) if e["op"] == "synced" and e.get("to") == target), None)
+    if run_id is None:
+        for entry in entries:
+            if entry["op"] == "run" and entry.get("run_id") and _get_run_or_none(client, entry["run_id"]) is not None:
+                run_id = entry["run_id"]
+                break
+    created = run_id is None
+    if created:
+        experiment_id = _get_or_create_experiment(client, header["experiment"], target)
+        made = client.create_run(experiment_id, run_name=header["run_name"], start_time=header.get("start_time"),
+                                 tags=dict(header.get("tags") or {}))
+        run_id = made.info.run_id
+    else:
+        experiment_id = client.get_run(run_id).info.experiment_id
+    _forget_artifact_repo(run_id)
+    run = TrackedRun(run_id, target, experiment_id, header["run_name"], client)
+    result = SyncResult(run_id, header["run_name"], target, created)
+    for entry in todo:
+        op = entry["op"]
+        if op == "config":
+            result.params += len(run.log_config(entry["config"]))
+        elif op == "params":
+            run.log_params(entry["params"])
+            result.params += len(entry["params"])
+        elif op == "metrics":
+            batch = [Metric(k, float(v), int(entry["timestamp"]), int(entry["step"])) for k, v in entry["metrics"].items()]
+            for i in range(0, len(batch), 1000):
+                client.log_batch(run_id, metrics=batch[i:i + 1000])
+            result.metrics += len(batch)
+        elif op == "tags":
+            run.set_tags(entry["tags"])
+            result.tags += len(entry["tags"])
+        elif op == "artifacts":
+            for item in entry["paths"]:
+                if Path(item).exists():
+                    run.log_artifacts(item, artifact_path=entry.get("artifact_path"))
+                    result.artifacts += 1
+                else:
+                    result.missing.append(item)
+        elif op == "status":
+            if entry["status"] == "RUNNING":
+                client.update_run(run_id, status="RUNNING")
+            else:
+                client.set_terminated(run_id, status=entry["status"], end_time=entry.get("time"))
+        result.operations += 1
+    if todo or created:
+        journal.append({"op": "synced", "to": target, "run_id": run_id, "operations": result.operations, "time": int(time.time() * 1000)})
+    info_path = path.parent / "run.json"
+    try:
+        info = json.loads(info_path.read_text())
+        if isinstance(info, dict) and (not info.get("run_id") or info.get("run_id") == run_id):
+            info.update(run_id=run_id, experiment_id=experiment_id, tracking_uri=target, tracking_synced=True)
+            tmp = info_path.with_suffix(".json.tmp")
+            tmp.write_text(json.dumps(info, indent=2, default=str))
+            os.replace(tmp, info_path)
+    except (OSError, json.JSONDecodeError):
+        pass
+    return result
+
+
+# --------------------------------------------------------------------------------------------
 # reading runs back
 
 
@@ -767,6 +1200,16 @@ def _build_parser() -> argparse.ArgumentParser:
     runs.add_argument("experiment")
     runs.add_argument("--tracking-uri", default=None)
     runs.add_argument("--best-of", action="append", default=[], help="metric whose best epoch is wanted (repeatable)")
+
+    sync = commands.add_parser(
+        "sync",
+        help="send a run's fallback journal (kept while the tracking server was unreachable) to a store",
+        description=f"Send the operations a training kept in {FALLBACK_NAME} (its tracking store did not answer) "
+        "to the store: the same run when the store has it, else a new run with the same name. Running it twice "
+        "sends nothing twice.",
+    )
+    sync.add_argument("--from", dest="source", required=True, help=f"the journal, or the training run's output folder holding {FALLBACK_NAME}")
+    sync.add_argument("--to", dest="target", default=None, help="tracking URI (default: the one the run was meant for)")
     return parser
 
 
@@ -780,6 +1223,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "runs":
             runs_dataframe(args.experiment, args.tracking_uri, best_of=args.best_of).to_csv(sys.stdout, index=False)
+            return 0
+        if args.command == "sync":
+            try:
+                print(sync_fallback(args.source, args.target).summary())
+            except ConnectionError as err:
+                print(f"error: {err}", file=sys.stderr)
+                return 1
             return 0
         server = start_local_server(
             port=args.port,

@@ -9,11 +9,12 @@ these pieces (every ``_target_`` points here, into ``wss_monai`` or into MONAI):
 - :class:`VolumeScoresMetric`: 2D and 3D Dice and HD95 per class (the key metric ``val_dice_3d_mean``);
 - handlers: :class:`TrainLossMonitor` (epoch loss means, NaN/Inf guard), :class:`EpochSetter`,
   :class:`ProgressBar`, :class:`EpochSummary`, :class:`MLflowTracker`, :class:`EvaluationReport`;
-- :func:`load_network`, :func:`current_config`, :func:`dataset_num_classes`.
+- :func:`load_network`, :func:`current_config`, :func:`dataset_num_classes`, :func:`latest_checkpoint`;
+- :func:`as_bool`: a boolean key however the command line spelt it (``--amp false`` is a string).
 """
 
 from wss_monai.engine.batch import PrepareEvalBatch, PrepareWeakBatch
-from wss_monai.engine.errors import BundleInputError, fail
+from wss_monai.engine.errors import BundleInputError, as_bool, fail
 from wss_monai.engine.handlers import (
     EpochSetter,
     EpochSummary,
@@ -30,19 +31,24 @@ from wss_monai.engine.scores import VolumeScoresMetric
 from wss_monai.engine.session import (
     EvaluationSession,
     TrainingSession,
+    check_override_keys,
     current_config,
     dataset_num_classes,
+    latest_checkpoint,
     read_run_info,
 )
 
 __all__ = [
     "BundleInputError",
     "fail",
+    "as_bool",
     "TrainingSession",
     "EvaluationSession",
     "current_config",
     "dataset_num_classes",
     "read_run_info",
+    "latest_checkpoint",
+    "check_override_keys",
     "PrepareWeakBatch",
     "PrepareEvalBatch",
     "VolumeScoresMetric",

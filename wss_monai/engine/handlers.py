@@ -37,8 +37,8 @@ from typing import Any
 import torch
 from ignite.engine import Engine, Events
 
-from wss_monai.engine.errors import fail
-from wss_monai.engine.session import BEST_CHECKPOINT, read_run_info, write_run_info
+from wss_monai.engine.errors import as_bool, fail
+from wss_monai.engine.session import BEST_CHECKPOINT, HISTORY, read_run_info, write_run_info
 
 __all__ = [
     "NonFiniteLossError",
@@ -261,21 +261,82 @@ class TrainLossMonitor:
                 engine.state.metrics[f"{self.prefix}{key}_t"] = float(module.t)
 
 
+class _EvaluatorState:
+    """The evaluator's best score so far, as an object with ``state_dict`` (saved with the checkpoint).
+
+    Holds ``best_metric`` / ``best_metric_epoch`` of the evaluator's state and the list of files
+    kept by each key-metric ``CheckpointSaver`` attached to it (ignite's ``Checkpoint._saved``), so
+    that a resumed run replaces ``models/model.pt`` only with a better network, as an
+    uninterrupted run would.
+    """
+
+    def __init__(self, evaluator: Engine) -> None:
+        self.evaluator = evaluator
+
+    def _savers(self) -> list[Any]:
+        from ignite.handlers import Checkpoint
+
+        found = []
+        for entry in getattr(self.evaluator, "_event_handlers", {}).get(Events.EPOCH_COMPLETED, []):
+            handler = entry[0]
+            handler = getattr(handler, "__wrapped__", handler)
+            owner = getattr(handler, "__self__", None)
+            checkpoint = getattr(owner, "_key_metric_checkpoint", None)
+            if isinstance(checkpoint, Checkpoint) and checkpoint not in found:
+                found.append(checkpoint)
+        return found
+
+    def state_dict(self) -> dict[str, Any]:
+        state = self.evaluator.state
+        best = _float(getattr(state, "best_metric", None))
+        return {
+            "best_metric": -1.0 if best is None else best,
+            "best_metric_epoch": int(getattr(state, "best_metric_epoch", -1) or -1),
+            "key_metric_saved": [[[float(p), str(f)] for p, f in c.state_dict()["_saved"]] for c in self._savers()],
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.evaluator.state.best_metric = float(state.get("best_metric", -1.0))
+        self.evaluator.state.best_metric_epoch = int(state.get("best_metric_epoch", -1))
+        for checkpoint, saved in zip(self._savers(), state.get("key_metric_saved", [])):
+            checkpoint.load_state_dict({"_saved": [(p, f) for p, f in saved]})
+
+
 class LastCheckpoint:
-    """Save the whole training state every ``interval`` epochs, keeping the last ``n_saved`` files.
+    """Save the whole training state every ``interval`` epochs, keeping the last ``n_saved`` files; resume from one.
 
     MONAI's ``CheckpointSaver`` with the trainer itself added to ``save_dict`` (a config cannot
     reference the trainer from inside its own handler list): ``checkpoint_epoch=<N>.pt`` holds
-    the state_dicts of the network, optimizer, scheduler and trainer (epoch, iteration), enough
-    to resume with MONAI's ``CheckpointLoader``.
+    the state_dicts of the network, optimizer, scheduler and trainer (epoch, iteration) and, with
+    ``evaluator``, the best validation score so far and the best checkpoint's score.
+
+    With ``resume_from`` (a checkpoint path; the session's ``resume_checkpoint``) the same objects
+    are loaded from it when the trainer starts, before any other handler runs, like MONAI's
+    ``CheckpointLoader``; the trainer then goes on at the next epoch up to its ``max_epochs``.
+
+    Put it last in ``train_handlers``: at the end of an epoch it then runs after the handlers that
+    log the epoch, so a checkpoint never exists for an epoch whose metrics were not recorded (a run
+    killed in between repeats that epoch when resumed).
     """
 
-    def __init__(self, save_dir: str, save_dict: Mapping[str, Any], interval: int = 1, n_saved: int = 1, trainer_key: str = "trainer") -> None:
+    def __init__(
+        self,
+        save_dir: str,
+        save_dict: Mapping[str, Any],
+        interval: int = 1,
+        n_saved: int = 1,
+        trainer_key: str = "trainer",
+        evaluator: Engine | None = None,
+        resume_from: str | os.PathLike | None = None,
+    ) -> None:
         self.save_dir = save_dir
         self.save_dict = dict(save_dict)
         self.interval = int(interval)
         self.n_saved = int(n_saved)
         self.trainer_key = trainer_key
+        if evaluator is not None:
+            self.save_dict.setdefault("evaluator", _EvaluatorState(evaluator))
+        self.resume_from = None if resume_from is None or str(resume_from).strip() == "" else str(resume_from)
 
     def attach(self, engine: Engine) -> None:
         from monai.handlers import CheckpointSaver
@@ -283,24 +344,61 @@ class LastCheckpoint:
         save_dict = dict(self.save_dict)
         if self.trainer_key:
             save_dict.setdefault(self.trainer_key, engine)
+        if self.resume_from is not None:
+            _add_first(engine, Events.STARTED, self._load, save_dict)
         CheckpointSaver(self.save_dir, save_dict, save_interval=self.interval, n_saved=self.n_saved, epoch_level=True).attach(engine)
+
+    def _load(self, engine: Engine, objects: Mapping[str, Any]) -> None:
+        from ignite.handlers import Checkpoint
+
+        path = Path(self.resume_from)
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:
+            fail(f"{path}: cannot read this checkpoint to resume from ({str(err).splitlines()[0] if str(err) else type(err).__name__}).")
+        missing = [k for k in objects if k not in checkpoint]
+        if any(k in missing for k in ("model", self.trainer_key)):
+            fail(f"{path}: not a training checkpoint of this bundle (no {', '.join(missing)}).")
+        if missing:
+            logger.warning(f"{path.name} has no {', '.join(missing)}: those start afresh")
+        max_epochs = engine.state.max_epochs
+        Checkpoint.load_objects(to_load={k: v for k, v in objects.items() if k not in missing}, checkpoint=checkpoint)
+        if max_epochs is not None:  # the command line's --epochs, not the checkpoint's
+            engine.state.max_epochs = max_epochs
+        logger.info(f"resumed from {path} at epoch {engine.state.epoch} (iteration {engine.state.iteration})")
 
 
 class EpochSetter:
-    """At the start of each epoch, set the epoch on the loss terms and the loader's sampler.
+    """At the start of each epoch, set the epoch on the loss terms and the loader's sampler, and reseed.
 
     ``loss.set_epoch(epoch - 1)`` (0-based: the log-barrier's t is t0 during the first epoch, and
     right after resuming from a checkpoint); ``set_epoch(epoch)`` on the training loader's sampler
     or batch sampler when it has one and is not a ``DistributedSampler`` (MONAI already sets those).
+
+    With ``seed``, torch's, NumPy's and Python's generators are reseeded from ``(seed, epoch,
+    rank)``: what an epoch draws (dropout masks) then depends on the seed and the epoch only, not
+    on what earlier epochs drew, so a run resumed from a checkpoint repeats an uninterrupted run.
     """
 
-    def __init__(self, loss: Any = None) -> None:
+    def __init__(self, loss: Any = None, seed: int | None = None) -> None:
         self.loss = loss
+        self.seed = None if seed is None else int(seed)
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.EPOCH_STARTED, self)
 
     def __call__(self, engine: Engine) -> None:
+        if self.seed is not None:
+            import random
+
+            import numpy as np
+
+            from wss_monai.data.samplers import derive_seed
+
+            seed = derive_seed(self.seed, engine.state.epoch, _rank(), 7)  # 7: this seed's domain
+            torch.manual_seed(seed)
+            np.random.seed(seed)
+            random.seed(seed)
         if self.loss is not None and hasattr(self.loss, "set_epoch"):
             self.loss.set_epoch(engine.state.epoch - 1)
         loader = getattr(engine, "data_loader", None)
@@ -321,10 +419,8 @@ class ProgressBar:
     """
 
     def __init__(self, enabled: bool | str = "auto", persist: bool = False) -> None:
-        if enabled not in (True, False, "auto"):
-            raise ValueError(f"ProgressBar enabled must be true, false or 'auto', got {enabled!r}.")
-        self.enabled = enabled
-        self.persist = persist
+        self.enabled = as_bool(enabled, "progress", keep=("auto",))  # --progress false arrives as a string
+        self.persist = as_bool(persist, "persist")
 
     def attach(self, engine: Engine) -> None:
         show = self.enabled is True or (self.enabled == "auto" and sys.stderr.isatty())
@@ -382,7 +478,7 @@ class EpochSummary:
 class MLflowTracker:
     """The MLflow run of a training: params, per-epoch metrics, artifacts and final status.
 
-    - Trainer started: the run is created (:func:`wss_monai.tracking.start_run`) with the
+    - Trainer started: the run is created (:meth:`wss_monai.tracking.ResilientRun.start`) with the
       session's experiment, run name and params (the bundle config flattened, plus
       ``resolved.*``; the config also as the artifact ``config.json``) and tags ``regime``,
       ``seed``, ``bundle``, ``dataset``; ``run.json`` is written to the output folder.
@@ -393,6 +489,15 @@ class MLflowTracker:
       validation predictions of the best checkpoint) and the best checkpoint
       ``models/model.pt`` as artifacts; status FINISHED. On an exception: the curves, status
       FAILED (KILLED for Ctrl+C), and the exception goes on.
+    - Every epoch also rewrites ``history.json`` (the metrics of each epoch, for the curves) and
+      ``run.json`` (run id, last epoch, best score) in the output folder.
+    - Resumed (``session.resume_checkpoint``): the same MLflow run is reopened (status RUNNING
+      again, tag ``resumed_from_epoch``), no params are logged again, and the history of the
+      epochs up to the checkpoint is read back from ``history.json``.
+    - A tracking store that does not answer, at the start or mid-run, never stops training: the
+      run is a :class:`~wss_monai.tracking.ResilientRun`, which keeps what the store could not take
+      in ``mlflow_fallback.jsonl`` in the output folder and warns with the command that sends it
+      later (``python -m wss_monai.tracking sync --from <output_dir>``).
 
     Only rank 0 tracks. With ``session.log_mlflow`` False the files are still written.
 
@@ -425,7 +530,7 @@ class MLflowTracker:
         self.overlay_loader = overlay_loader
         self.device = device
         self.overlay_count = int(overlay_count)
-        self.log_checkpoint = bool(log_checkpoint)
+        self.log_checkpoint = as_bool(log_checkpoint, "log_checkpoint")
         self.run = None
         self.history: dict[int, dict[str, float]] = {}
         self._finished = False
@@ -458,6 +563,8 @@ class MLflowTracker:
             "output_dir": s.output_dir,
             "checkpoint": str(self.output_dir / BEST_CHECKPOINT),
         }
+        if self.run is not None and getattr(self.run, "offline", False):
+            info["tracking_fallback"] = str(self.run.journal.path)
         info.update(extra)
         return info
 
@@ -465,22 +572,47 @@ class MLflowTracker:
         if _rank() != 0 or self.run is not None:
             return
         s = self.session
+        resuming = bool(getattr(s, "resume_checkpoint", None))
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        (self.output_dir / "config.json").write_text(json.dumps(s.params(), indent=2, default=str))
+        if resuming:
+            self.history = self._read_history(upto=int(s.resume_epoch))
+        else:
+            (self.output_dir / "config.json").write_text(json.dumps(s.params(), indent=2, default=str))
         if s.log_mlflow:
             from wss_monai import tracking
 
             tags = {"bundle": s.bundle or "", "dataset": s.dataset_name, "output_dir": s.output_dir}
-            self.run = tracking.start_run(
+            self.run = tracking.ResilientRun.start(
                 s.experiment,
                 s.spec.name,
                 s.seed,
                 tracking_uri=s.tracking_uri,
                 run_name=s.run_name,
-                config=s.params(),
+                config=None if resuming else s.params(),
                 tags=tags,
+                fallback=self.output_dir / tracking.FALLBACK_NAME,
+                resume=resuming,
+                resume_run_id=getattr(s, "resume_run_id", None),
             )
-        write_run_info(self.output_dir, self._info(status="RUNNING"))
+            if resuming:
+                self.run.set_tags({"resumed_from_epoch": s.resume_epoch})
+        extra = {"last_epoch": int(s.resume_epoch), **self._best()} if resuming else {}
+        write_run_info(self.output_dir, self._info(status="RUNNING", **extra))
+
+    def _read_history(self, upto: int) -> dict[int, dict[str, float]]:
+        """The per-epoch metrics of ``history.json``, epochs 1..``upto`` (those the checkpoint covers)."""
+        try:
+            raw = json.loads((self.output_dir / HISTORY).read_text())
+            return {int(k): dict(v) for k, v in raw.items() if int(k) <= upto}
+        except (OSError, ValueError, TypeError, AttributeError):
+            logger.warning(f"no readable {HISTORY} in {self.output_dir}: the curves start at the resumed epoch")
+            return {}
+
+    def _write_history(self) -> None:
+        path = self.output_dir / HISTORY
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps({str(k): v for k, v in sorted(self.history.items())}))
+        os.replace(tmp, path)
 
     def _epoch_completed(self, engine: Engine) -> None:
         if _rank() != 0:
@@ -493,7 +625,6 @@ class MLflowTracker:
         if self.optimizer is not None:
             metrics["lr"] = float(self.optimizer.param_groups[0]["lr"])
         ev = self.evaluator
-        best = None
         if ev is not None and getattr(ev.state, "epoch", None) == epoch:
             for key, value in ev.state.metrics.items():
                 if key.startswith("val_") and _float(value) is not None:
@@ -502,10 +633,10 @@ class MLflowTracker:
             if best is not None and getattr(ev.state, "best_metric_epoch", -1) > 0:
                 metrics["best_val_dice_3d_mean"] = best
         self.history[epoch] = metrics
+        self._write_history()
         if self.run is not None:
             self.run.log_metrics(metrics, epoch=epoch)
-        if best is not None:
-            write_run_info(self.output_dir, self._info(status="RUNNING", best_metric=best, best_epoch=ev.state.best_metric_epoch, last_epoch=epoch))
+        write_run_info(self.output_dir, self._info(status="RUNNING", last_epoch=epoch, **self._best()))
 
     def _plots(self, with_overlay: bool) -> list[Path]:
         from wss_monai.engine import plots
@@ -579,6 +710,17 @@ class MLflowTracker:
                 self.run.set_tags({"best_val_dice_3d_mean": f"{best['best_metric']:.6f}", "best_epoch": best["best_epoch"]})
             self.run.finish("FINISHED")
         write_run_info(self.output_dir, self._info(status="FINISHED", last_epoch=engine.state.epoch, **best))
+        self._remind_sync()
+
+    def _remind_sync(self) -> None:
+        if self.run is not None and getattr(self.run, "offline", False):
+            from wss_monai import tracking
+
+            logger.warning(
+                f"the MLflow store {self.session.tracking_uri} was unreachable ({self.run.offline_reason}): this run's "
+                f"tracking is kept in {self.run.journal.path}; when the store answers, send it with: "
+                f"{tracking.sync_command(self.run.journal.path)}"
+            )
 
     def _exception_raised(self, engine: Engine, error: BaseException) -> None:
         if _rank() == 0 and not self._finished:
@@ -590,6 +732,7 @@ class MLflowTracker:
                     self.run.set_tags({"error": str(error)[:5000]})
                     self.run.finish(status)
                 write_run_info(self.output_dir, self._info(status=status, error=str(error), **self._best()))
+                self._remind_sync()
             except Exception as err:  # never hide the original error
                 logger.warning(f"could not record the failed run in MLflow: {err}")
         raise error
@@ -649,7 +792,7 @@ class EvaluationReport:
     def __init__(self, session: Any, metric: Any, log_to_run: bool = True) -> None:
         self.session = session
         self.metric = metric
-        self.log_to_run = bool(log_to_run)
+        self.log_to_run = as_bool(log_to_run, "log_to_run")
         self.summary: dict[str, float] = {}
 
     def attach(self, engine: Engine) -> None:

@@ -20,6 +20,7 @@ import torch
 from ignite.engine import Engine
 from ignite.metrics import Metric
 
+from wss_monai.engine.errors import as_bool
 from wss_monai.metrics import VolumeScores
 
 __all__ = ["VolumeScoresMetric"]
@@ -66,7 +67,7 @@ class VolumeScoresMetric(Metric):
         self.spacing = {str(k): tuple(float(s) for s in v) for k, v in (spacing or {}).items()}
         self.prefix = str(prefix)
         self.key = str(key)
-        self.hd95 = bool(hd95)
+        self.hd95 = as_bool(hd95, "hd95")  # --hd95 false arrives as a string
         self.last_scores: dict[str, Any] | None = None
         self.last_summary: dict[str, float] | None = None
         self.last_volume_names: dict[int, str] = {}

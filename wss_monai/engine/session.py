@@ -19,12 +19,13 @@ import inspect
 import json
 import logging
 import os
+import re
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from wss_monai.engine.errors import fail
+from wss_monai.engine.errors import as_bool, fail
 
 __all__ = [
     "TrainingSession",
@@ -34,6 +35,9 @@ __all__ = [
     "read_manifest",
     "RUN_INFO",
     "BEST_CHECKPOINT",
+    "HISTORY",
+    "latest_checkpoint",
+    "check_override_keys",
 ]
 
 logger = logging.getLogger("wss_monai.engine")
@@ -43,6 +47,11 @@ RUN_INFO = "run.json"
 
 BEST_CHECKPOINT = "models/model.pt"
 """The best checkpoint (network state_dict, by validation 3D Dice), relative to the output folder."""
+
+HISTORY = "history.json"
+"""Per-epoch metrics of a training run (its curves; read back when the run is resumed)."""
+
+CHECKPOINT_PATTERN = re.compile(r"^checkpoint_epoch=(\d+)\.pt$")
 
 SPLITS = ("training", "validation", "test")
 RUN_NAME_POLICIES = ("fail", "suffix")
@@ -201,6 +210,90 @@ def _substitute_top_level(config: dict) -> dict:
     return {k: (v if k in plain else walk(v)) for k, v in config.items()}
 
 
+def latest_checkpoint(output_dir: str | os.PathLike) -> tuple[Path, int] | None:
+    """The newest ``checkpoints/checkpoint_epoch=<N>.pt`` of a run's output folder and its N, or None."""
+    folder = Path(output_dir) / "checkpoints"
+    found = []
+    for path in folder.glob("checkpoint_epoch=*.pt") if folder.is_dir() else []:
+        match = CHECKPOINT_PATTERN.match(path.name)
+        if match and path.is_file():
+            found.append((int(match.group(1)), path))
+    if not found:
+        return None
+    epoch, path = max(found)
+    return path, epoch
+
+
+def _bundle_run_call() -> dict | None:
+    """The arguments of ``monai.bundle.scripts.run`` when it is on the call stack, else None."""
+    try:
+        from monai.bundle import scripts
+    except ImportError:  # pragma: no cover
+        return None
+    code = getattr(scripts.run, "__code__", None)
+    frame = inspect.currentframe()
+    try:
+        while frame is not None:
+            if frame.f_code is code:
+                return dict(frame.f_locals)
+            frame = frame.f_back
+    finally:
+        del frame
+    return None
+
+
+def check_override_keys() -> None:
+    """Stop on a command-line key that is not a top-level key of the bundle's config files.
+
+    ``python -m monai.bundle run --epoch 3`` (for ``--epochs``) adds a key nobody reads and trains
+    with the default; this finds the overrides given to ``monai.bundle.scripts.run`` (command line
+    or ``args_file``) and checks the part of each key before the first ``#`` against the keys of
+    the config files of the run (overlays included). An unknown key ends the run with one line
+    naming it and the closest known keys (exit code 2). Outside ``monai.bundle run`` (configs
+    built from Python) nothing is checked.
+    """
+    call = _bundle_run_call()
+    if call is None or not call.get("config_file"):
+        return
+    try:
+        from monai.bundle import ConfigParser
+        from monai.bundle.workflows import ConfigWorkflow
+
+        content = ConfigParser.load_config_files(call["config_file"])
+        overrides = dict(call.get("override") or {})
+        if call.get("args_file"):
+            overrides.update(ConfigParser.load_config_file(call["args_file"]))
+        consumed = set(inspect.signature(ConfigWorkflow.__init__).parameters) | set(
+            inspect.signature(_bundle_run_fn()).parameters) | {"workflow_name", "workflow", "args_file", "config_file"}
+    except Exception:  # unreadable files are reported by MONAI itself
+        return
+    known = set(content) | {"_meta_"}
+    unknown = []
+    for key in overrides:
+        top = str(key).lstrip("+").split("#", 1)[0]
+        if top and top not in known and top not in consumed:
+            unknown.append(top)
+    if not unknown:
+        return
+    import difflib
+
+    files = call["config_file"]
+    parts = []
+    for key in unknown:
+        close = difflib.get_close_matches(key, sorted(k for k in known if not k.startswith("_")), n=2, cutoff=0.6)
+        parts.append(f"--{key}" + (f" (did you mean {' or '.join('--' + c for c in close)}?)" if close else ""))
+    fail(
+        f"unknown key{'s' if len(parts) > 1 else ''} {', '.join(parts)}: not in the bundle's config ({files}); "
+        "a misspelt key would be ignored. A new key belongs in a config file."
+    )
+
+
+def _bundle_run_fn():
+    from monai.bundle import scripts
+
+    return scripts.run
+
+
 # --------------------------------------------------------------------------------------------
 # training
 
@@ -225,10 +318,20 @@ class TrainingSession:
             under the working folder.
         config: the bundle's merged config (``current_config()``), logged as params and artifact.
         log_mlflow: False skips MLflow entirely (benchmarks); the names are still resolved.
+        resume: continue a killed or stopped run from its last checkpoint: True (the run in
+            ``output_dir``, or in ``runs/<experiment>/<run_name>``) or the run's output folder.
+            The newest ``checkpoints/checkpoint_epoch=<N>.pt`` is loaded (network, optimizer,
+            scheduler, trainer epoch, best score so far) and training goes on from epoch N+1 up
+            to ``epochs``, logging to the same MLflow run (``run.json``); the run name, the
+            experiment and the tracking URI default to that run's. No checkpoint: exit code 2.
+        check_keys: stop on a command-line key the bundle's config files do not have
+            (:func:`check_override_keys`), e.g. ``--epoch`` for ``--epochs``.
 
     Attributes (resolved): ``spec`` (:class:`~wss_monai.regimes.RegimeSpec`), ``num_classes``,
     ``class_names``, ``image_size``, ``volume_spacing`` (volume name -> (row, col, slice) mm),
-    ``experiment``, ``tracking_uri``, ``run_name``, ``output_dir`` (str), ``full_patient_names``.
+    ``experiment``, ``tracking_uri``, ``run_name``, ``output_dir`` (str), ``full_patient_names``;
+    when resuming, ``resume_checkpoint`` (path), ``resume_epoch`` (N), ``resume_run_id`` and
+    ``resume_info`` (the ``run.json`` read), else ``resume_checkpoint`` is None.
     """
 
     def __init__(
@@ -248,9 +351,13 @@ class TrainingSession:
         output_dir: str | os.PathLike | None = None,
         config: Mapping[str, Any] | None = None,
         log_mlflow: bool = True,
+        resume: bool | str = False,
+        check_keys: bool = True,
     ) -> None:
         from wss_monai import regimes, tracking
 
+        if check_keys:
+            check_override_keys()
         manifest = read_manifest(dataset_dir)
         self.dataset_dir = str(Path(str(dataset_dir)).expanduser().resolve())
         root = Path(self.dataset_dir)
@@ -319,7 +426,23 @@ class TrainingSession:
                 fail(f"loss_terms: {err}")
 
         # names: experiment, run, output folder (rank 0 decides, the others follow)
-        self.log_mlflow = bool(log_mlflow)
+        self.log_mlflow = as_bool(log_mlflow, "log_mlflow")
+        self.resume_checkpoint: str | None = None
+        self.resume_epoch = 0
+        self.resume_run_id: str | None = None
+        self.resume_info: dict | None = None
+        resuming = _is_path_like(resume) or as_bool(resume, "resume")
+        resume_dir = self._resume_dir(resume, output_dir) if resuming else None
+        if resume_dir is not None:
+            output_dir = resume_dir
+            info = read_run_info(resume_dir) if Path(resume_dir).is_dir() else None
+            if info:
+                if tracking_uri is None or str(tracking_uri).strip() == "":
+                    tracking_uri = info.get("tracking_uri") or None
+                experiment_name = experiment_name or info.get("experiment")
+                if run_name and info.get("run_name") and str(run_name).strip() != info["run_name"]:
+                    fail(f"--resume: {resume_dir} holds run {info['run_name']!r}, not {str(run_name).strip()!r}; leave out --run_name.")
+                run_name = info.get("run_name") or run_name
         self.tracking_uri = tracking.resolve_tracking_uri(tracking_uri)
         try:
             self.experiment = experiment_name or tracking.experiment_name(self.dataset_name)
@@ -327,11 +450,16 @@ class TrainingSession:
             fail(f"experiment_name: {err}")
         if run_name_exists not in RUN_NAME_POLICIES:
             fail(f"run_name_exists must be one of {', '.join(RUN_NAME_POLICIES)}, got {run_name_exists!r}.")
+        if resuming and resume_dir is None and (run_name is None or str(run_name).strip() == ""):
+            fail("--resume needs the run to continue: pass --output_dir RUN_DIR (or --resume RUN_DIR, or its --run_name).")
         rank, _ = _rank_and_world()
         decided: dict[str, Any] = {}
         if rank == 0:
             try:
-                decided["run_name"] = self._choose_run_name(run_name, run_name_exists)
+                if resuming:  # the run's own name: it exists, and that is the point
+                    decided["run_name"] = str(run_name).strip() if run_name else Path(str(resume_dir)).name
+                else:
+                    decided["run_name"] = self._choose_run_name(run_name, run_name_exists)
             except SystemExit as err:  # tell the other ranks before leaving
                 _broadcast({"error": getattr(err, "message", str(err))})
                 raise
@@ -342,8 +470,49 @@ class TrainingSession:
         if output_dir is None or str(output_dir).strip() == "":
             output_dir = Path.cwd() / "runs" / self.experiment / self.run_name
         self.output_dir = str(Path(str(output_dir)).expanduser().resolve())
+        if resuming:
+            self._find_checkpoint()
         self.config = None if config is None else dict(config)
         self.rank = rank
+
+    # ----------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _resume_dir(resume: Any, output_dir: Any) -> str | None:
+        """The folder of the run to resume (None: not resuming, or resuming by run name)."""
+        if _is_path_like(resume):
+            folder = str(Path(str(resume)).expanduser().resolve())
+            given = None if output_dir is None or str(output_dir).strip() == "" else str(Path(str(output_dir)).expanduser().resolve())
+            if given is not None and given != folder:
+                fail(f"--resume {resume} and --output_dir {output_dir} name two folders; pass one of them.")
+            return folder
+        if output_dir is None or str(output_dir).strip() == "":
+            return None
+        return str(Path(str(output_dir)).expanduser().resolve())
+
+    def _find_checkpoint(self) -> None:
+        found = latest_checkpoint(self.output_dir)
+        if found is None:
+            fail(
+                f"--resume: {Path(self.output_dir) / 'checkpoints'} holds no checkpoint_epoch=<N>.pt to resume from "
+                "(the run ended before its first epoch, or this is not its output folder); start it again without --resume."
+            )
+        path, epoch = found
+        if self.epochs is not None and epoch > self.epochs:
+            fail(f"--resume: {path.name} is at epoch {epoch}, past --epochs {self.epochs}; pass --epochs {epoch} or more.")
+        info = read_run_info(self.output_dir) or {}
+        first = {"regime": info.get("regime"), "seed": info.get("seed")}
+        now = {"regime": self.spec.name, "seed": self.seed}
+        for key in ("regime", "seed"):
+            if first[key] is not None and str(first[key]) != str(now[key]):
+                fail(
+                    f"--resume: the run in {self.output_dir} was started with --{key} {first[key]}, not {now[key]}; "
+                    f"resume it with its first command plus --resume true."
+                )
+        self.resume_checkpoint = str(path)
+        self.resume_epoch = epoch
+        self.resume_info = info
+        self.resume_run_id = info.get("run_id")
 
     # ----------------------------------------------------------------------------------------
 
@@ -373,6 +542,12 @@ class TrainingSession:
 
     def _existing_run_names(self, name: str) -> set[str]:
         """Run names in the experiment equal to ``name`` or ``name-<k>``."""
+        from wss_monai import tracking
+
+        ok, reason = tracking.reachable(self.tracking_uri)
+        if not ok:  # the run keeps its metrics locally (MLflowTracker); the name is checked when they are synced
+            logger.warning(f"cannot check that run name {name!r} is free: {self.tracking_uri} does not answer ({reason})")
+            return set()
         try:
             from mlflow import MlflowClient
 
@@ -429,6 +604,10 @@ class TrainingSession:
             "output_dir": self.output_dir,
         }
 
+    @property
+    def resuming(self) -> bool:
+        return self.resume_checkpoint is not None
+
     def params(self) -> dict[str, Any]:
         """What the run logs as params: the bundle config (``_meta_`` left out) and ``resolved``."""
         config = {k: v for k, v in (self.config or {}).items() if k != "_meta_"}
@@ -440,6 +619,8 @@ class TrainingSession:
         (out / "models").mkdir(parents=True, exist_ok=True)
         (out / "checkpoints").mkdir(parents=True, exist_ok=True)
         if self.rank == 0:
+            if self.resuming:
+                logger.info(f"resuming from {self.resume_checkpoint}: epochs {self.resume_epoch + 1} to {self.epochs}")
             where = f"MLflow run {self.run_name!r} in experiment {self.experiment!r} ({self.tracking_uri})" if self.log_mlflow else "MLflow off"
             logger.info(
                 f"{self.bundle or 'bundle'}: regime {self.spec.name} on {self.dataset_name} "
@@ -456,6 +637,16 @@ class TrainingSession:
         best = info.get("best_metric")
         line = f"training finished: best val_dice_3d_mean {best:.4f} at epoch {info.get('best_epoch')}" if isinstance(best, float) else "training finished"
         logger.info(f"{line}; best checkpoint {self.checkpoint_path}; run {self.run_name!r} ({self.tracking_uri})")
+
+
+def _is_path_like(value: Any) -> bool:
+    """A ``resume`` value naming a folder (not a boolean word)."""
+    if isinstance(value, os.PathLike):
+        return True
+    if not isinstance(value, str):
+        return False
+    text = value.strip().lower()
+    return bool(text) and text not in ("true", "false", "yes", "no", "on", "off", "1", "0")
 
 
 def read_run_info(output_dir: str | os.PathLike) -> dict | None:

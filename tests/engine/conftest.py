@@ -1,0 +1,64 @@
+"""Fixtures of the engine tests that train through a bundle: a tiny prepared phantom and bundle runners.
+
+- ``tiny_prepared``: the session's ACDC phantom (tests/conftest.py, read-only) prepared at 32 x 32 with
+  1 validation and 1 test patient (3 training patients: 6 iterations of 8 slices per epoch).
+- ``bundle_cli``: ``python -m monai.bundle run ...`` as a child process (its own process group),
+  from the repository root, one torch thread: ``bundle_cli(args, env=...)`` -> Popen.
+- ``bundle_in_process``: the same run in this process (``monai.bundle.scripts.run``), one torch thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+TRAIN_2D = "bundles/wss_size_2d/configs/train.json"
+
+
+@pytest.fixture(scope="session")
+def tiny_prepared(acdc_raw, tmp_path_factory) -> Path:
+    from data_prep.cli import main
+
+    out = tmp_path_factory.mktemp("engine") / "prepared_acdc"
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        code = main(["acdc", "--src", str(acdc_raw), "--out", str(out), "--size", "32", "--val", "1", "--test", "1",
+                     "--weak", "erosion"])
+    assert code == 0
+    return out
+
+
+@pytest.fixture()
+def bundle_cli():
+    def _start(args, env=None, **popen) -> subprocess.Popen:
+        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg", **(env or {})}
+        command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", TRAIN_2D, *map(str, args)]
+        popen.setdefault("stdout", subprocess.PIPE)
+        popen.setdefault("stderr", subprocess.STDOUT)
+        return subprocess.Popen(command, cwd=REPO, text=True, env=full_env, start_new_session=True, **popen)
+
+    return _start
+
+
+@pytest.fixture()
+def bundle_in_process():
+    """``bundle_in_process(**overrides)``: train.json of wss_size_2d run here (no logging.conf), one torch thread."""
+    import torch
+    from monai.bundle.scripts import run
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+
+    def _run(**overrides):
+        overrides.setdefault("progress", False)
+        return run(config_file=str(REPO / TRAIN_2D), meta_file=str(REPO / "bundles/wss_size_2d/configs/metadata.json"),
+                   logging_file=False, **overrides)
+
+    yield _run
+    torch.set_num_threads(before)

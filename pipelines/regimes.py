@@ -32,7 +32,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -73,12 +73,14 @@ FINALIZE_RESERVE_S = 6.0
 TIME_BUDGET_CONFIG: dict[str, Any] = {
     "time_budget_deadline": None,
     "time_budget_reserve": FINALIZE_RESERVE_S,
+    "time_budget_tags": None,
     "+train#handlers": [
         {
             "_target_": "pipelines.regimes.TimeBudget",
             "deadline": "@time_budget_deadline",
             "reserve_s": "@time_budget_reserve",
             "output_dir": "$@session.output_dir",
+            "tags": "@time_budget_tags",
         }
     ],
 }
@@ -124,16 +126,25 @@ class TimeBudget:
     before the deadline. Attach it after the bundle's own handlers (it needs the MLflow run the
     bundle's ``MLflowTracker`` starts).
 
+    When training starts it also sets ``tags`` on the run: the pipelines store there the key of
+    each (table, row, seed) so that a killed reproduction finds what is already done. They are
+    set as soon as the run exists, not at its end, so that an interrupted run carries them too.
+
     Args:
         deadline: Unix time (``time.time()``) by which the process should be done; None: no limit.
         reserve_s: seconds left for the end of the run (figures, artifacts, exit).
         output_dir: the run's output folder (its ``run.json`` names the MLflow run).
+        tags: MLflow tags set on the run when training starts (a dict, or its JSON text).
     """
 
-    def __init__(self, deadline: float | None = None, reserve_s: float = FINALIZE_RESERVE_S, output_dir: str | None = None) -> None:
+    def __init__(self, deadline: float | None = None, reserve_s: float = FINALIZE_RESERVE_S, output_dir: str | None = None,
+                 tags: Mapping[str, Any] | str | None = None) -> None:
         self.deadline = None if deadline in (None, "") else float(deadline)
         self.reserve_s = float(reserve_s)
         self.output_dir = output_dir
+        if isinstance(tags, str):
+            tags = json.loads(tags) if tags.strip() else None
+        self.tags = {str(k): str(v) for k, v in dict(tags or {}).items()}
         self.epoch_seconds: list[float] = []
         self.train_seconds: list[float] = []
         self.images: list[int] = []
@@ -145,9 +156,17 @@ class TimeBudget:
     def attach(self, engine) -> None:
         from ignite.engine import Events
 
+        engine.add_event_handler(Events.STARTED, self._started)
         engine.add_event_handler(Events.EPOCH_STARTED, self._epoch_started)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._iteration_completed)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self._epoch_completed)
+
+    def _started(self, engine) -> None:
+        if not self.tags:
+            return
+        run = self._mlflow_run()  # the bundle's MLflowTracker, attached before, has written run.json
+        if run is not None:
+            run.set_tags(self.tags)  # no try: a run the pipeline cannot find again must not go unnoticed
 
     def _epoch_started(self, engine) -> None:
         self._t0 = self._last = time.perf_counter()
@@ -283,6 +302,157 @@ def _flag(value: Any) -> str:
     return str(value)
 
 
+KILL_GRACE_S = 120.0
+"""A run still alive this long after its budget is killed (its whole process group)."""
+
+STOP_GRACE_S = 15.0
+"""On Ctrl+C, seconds the runs get to record themselves as KILLED in MLflow before SIGKILL."""
+
+
+def _prctl():
+    """libc's ``prctl`` looked up once in the parent (nothing is loaded between fork and exec)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+def _die_with_parent(prctl, parent: int) -> Callable[[], None] | None:
+    """``preexec_fn`` asking the kernel to SIGKILL the child when this process dies (Linux).
+
+    A pipeline killed with SIGKILL cannot stop its runs; left alone they would go on training
+    and finish in MLflow after the rerun started them again (two FINISHED runs for one key).
+    """
+    if prctl is None:
+        return None
+
+    def preexec() -> None:
+        prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before the request took effect
+            os._exit(1)
+
+    return preexec
+
+
+class RegimeProcess:
+    """One regime trained by ``python -m monai.bundle run`` in a child process (started at once).
+
+    The child gets its own process group (so it and anything it starts can be stopped together)
+    and dies with this process (Linux ``PR_SET_PDEATHSIG``). Call :meth:`poll` until it returns
+    a code, then :meth:`result`; :func:`run_regime` does both.
+
+    Args: as :func:`run_regime`.
+    """
+
+    def __init__(
+        self,
+        prepared_dir: str | os.PathLike,
+        regime: str,
+        *,
+        out_dir: str | os.PathLike,
+        tracking_uri: str,
+        run_name: str,
+        seconds: float | None = 300.0,
+        epochs: int | None = None,
+        overrides: Mapping[str, Any] | None = None,
+        threads: int | None = None,
+        tags: Mapping[str, Any] | None = None,
+        experiment: str | None = None,
+    ) -> None:
+        out = Path(out_dir).resolve()
+        overlay = _write_overlay(out)
+        config = bundle_config(regime)
+        self.regime, self.run_name, self.seconds = regime, run_name, seconds
+        self.bundle = config.parent.parent.name
+        self.run_dir = out / "runs" / run_name
+        self.log_path = out / "logs" / f"{run_name}.log"
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.start = time.time()
+        values: dict[str, Any] = {
+            "dataset_dir": str(Path(prepared_dir).resolve()),
+            "regime": regime,
+            "epochs": int(epochs) if epochs else (MAX_EPOCHS if seconds else 1),
+            "tracking_uri": tracking_uri,
+            "experiment_name": experiment,
+            "run_name": run_name,
+            "output_dir": str(self.run_dir),
+            "progress": False,
+            "time_budget_deadline": (self.start + float(seconds)) if seconds else None,
+            "time_budget_tags": json.dumps({str(k): str(v) for k, v in tags.items()}) if tags else None,
+            **dict(overrides or {}),
+        }
+        cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", json.dumps([str(config), str(overlay)]),
+               "--meta_file", str(config.parent / "metadata.json"), "--logging_file", str(config.parent / "logging.conf")]
+        for key, value in values.items():
+            if value is not None:
+                cmd += [f"--{key}", _flag(value)]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "MPLBACKEND": "Agg"}
+        if threads:
+            env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+        env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])
+        self._log = open(self.log_path, "w")
+        self._log.write(" ".join(cmd) + "\n\n")
+        self._log.flush()
+        try:
+            self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT, env=env,
+                                         start_new_session=True, preexec_fn=_die_with_parent(_PRCTL, os.getpid()))
+        except BaseException:
+            self._log.close()
+            raise
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        """The exit code once the run has ended, else None; kills a run far past its budget (code -9)."""
+        if self.returncode is None:
+            code = self.proc.poll()
+            if code is None and self.seconds and time.time() > self.start + float(self.seconds) + KILL_GRACE_S:
+                self.kill()
+                code = -9
+            if code is not None:
+                self.returncode = code
+                self.wall_s = time.time() - self.start
+                self._log.close()
+        return self.returncode
+
+    def wait(self) -> int:
+        while self.poll() is None:
+            time.sleep(0.25)
+        return self.returncode
+
+    def kill(self, sig: int = signal.SIGKILL, grace_s: float = 0.0) -> None:
+        """Send ``sig`` to the run's process group; after ``grace_s`` seconds, SIGKILL what is left."""
+        for s in ([sig] + ([signal.SIGKILL] if sig != signal.SIGKILL else [])):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, s)
+            try:
+                self.proc.wait(timeout=grace_s if s != signal.SIGKILL else None)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+
+    def result(self) -> dict[str, Any]:
+        """``{"regime", "bundle", "run_name", "output_dir", "returncode", "wall_s", "log", "run_info"}``."""
+        from wss_monai.engine import read_run_info
+
+        return {
+            "regime": self.regime,
+            "bundle": self.bundle,
+            "run_name": self.run_name,
+            "output_dir": str(self.run_dir),
+            "returncode": self.returncode,
+            "wall_s": getattr(self, "wall_s", time.time() - self.start),
+            "log": str(self.log_path),
+            "run_info": read_run_info(self.run_dir),
+        }
+
+
+_PRCTL = _prctl()
+
+
 def run_regime(
     prepared_dir: str | os.PathLike,
     regime: str,
@@ -294,75 +464,124 @@ def run_regime(
     epochs: int | None = None,
     overrides: Mapping[str, Any] | None = None,
     threads: int | None = None,
+    tags: Mapping[str, Any] | None = None,
+    experiment: str | None = None,
 ) -> dict[str, Any]:
     """Run one regime as ``python -m monai.bundle run`` in a child process, within ``seconds`` of wall time.
 
+    Args:
+        prepared_dir: the prepared dataset.
+        regime: regime name; its bundle is :func:`bundle_config`.
+        out_dir: the run goes to ``out_dir/runs/<run_name>``, its log to ``out_dir/logs/<run_name>.log``.
+        tracking_uri, run_name: MLflow store and (unique) run name.
+        seconds: wall-clock budget, start-up included (None: none; then ``epochs``, default 1).
+        epochs: epoch cap.
+        overrides: further bundle keys (``{"batch_size": 1}``).
+        threads: torch threads of the child (``OMP_NUM_THREADS``); None: torch's default.
+        tags: MLflow tags set on the run when training starts (:class:`TimeBudget`).
+        experiment: MLflow experiment (None: the bundle's default, the dataset's name).
+
     Returns ``{"regime", "bundle", "run_name", "output_dir", "returncode", "wall_s", "log", "run_info"}``;
     ``run_info`` is the run's ``run.json`` (MLflow run id, best epoch...) or None if it never
-    started. The log (stdout and stderr) is ``out_dir/logs/<run_name>.log``. A run still alive 2
-    minutes past its budget is killed (its process group), and reported with return code -9.
+    started. A run still alive :data:`KILL_GRACE_S` past its budget is killed (its process group),
+    and reported with return code -9.
     """
-    from wss_monai.engine import read_run_info
+    proc = RegimeProcess(prepared_dir, regime, out_dir=out_dir, tracking_uri=tracking_uri, run_name=run_name, seconds=seconds,
+                         epochs=epochs, overrides=overrides, threads=threads, tags=tags, experiment=experiment)
+    try:
+        proc.wait()
+    except BaseException:
+        stop_all([proc])
+        raise
+    return proc.result()
 
-    out = Path(out_dir).resolve()
-    overlay = _write_overlay(out)
-    config = bundle_config(regime)
-    run_dir = out / "runs" / run_name
-    log_path = out / "logs" / f"{run_name}.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    start = time.time()
-    values: dict[str, Any] = {
-        "dataset_dir": str(Path(prepared_dir).resolve()),
-        "regime": regime,
-        "epochs": int(epochs) if epochs else (MAX_EPOCHS if seconds else 1),
-        "tracking_uri": tracking_uri,
-        "run_name": run_name,
-        "output_dir": str(run_dir),
-        "progress": False,
-        "time_budget_deadline": (start + float(seconds)) if seconds else None,
-        **dict(overrides or {}),
-    }
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", json.dumps([str(config), str(overlay)]),
-           "--meta_file", str(config.parent / "metadata.json"), "--logging_file", str(config.parent / "logging.conf")]
-    for key, value in values.items():
-        if value is not None:
-            cmd += [f"--{key}", _flag(value)]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "MPLBACKEND": "Agg"}
-    if threads:
-        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])
-    with open(log_path, "w") as handle:
-        handle.write(" ".join(cmd) + "\n\n")
-        handle.flush()
-        proc = subprocess.Popen(cmd, cwd=REPO, stdout=handle, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+def run_many(
+    jobs: Sequence[Mapping[str, Any]],
+    *,
+    parallel: int = 1,
+    on_start: Callable[[int, Mapping[str, Any]], None] | None = None,
+    on_done: Callable[[int, dict[str, Any]], None] | None = None,
+    poll_s: float = 0.25,
+) -> list[dict[str, Any]]:
+    """Run bundle jobs (each the keyword arguments of :func:`run_regime`), up to ``parallel`` at once.
+
+    Why processes and not threads: each run is a real ``python -m monai.bundle run``, exactly what
+    a user types, so the pipelines test the bundles as shipped. On a CPU, give each run one torch
+    thread (``threads=1``) and ``parallel`` = the number of cores: torch's own threads scale badly
+    on small images, and runs sharing cores slow each other down far more than twice.
+
+    Jobs start in the given order; ``on_start(i, job)`` and ``on_done(i, result)`` are called
+    from this thread. A job's ``seconds`` may be a function of the number of jobs not started
+    yet (this one included), called when the job starts. On an exception or Ctrl+C, the runs still going get SIGINT (they record
+    themselves as KILLED in MLflow), SIGKILL after :data:`STOP_GRACE_S`, and the error goes on.
+    Returns the results in job order.
+    """
+    parallel = max(1, int(parallel))
+    for uri in dict.fromkeys(str(job["tracking_uri"]) for job in jobs):
+        init_store(uri)
+    results: list[dict[str, Any] | None] = [None] * len(jobs)
+    running: dict[int, RegimeProcess] = {}
+    pending = list(range(len(jobs)))
+    try:
+        while pending or running:
+            while pending and len(running) < parallel:
+                i = pending.pop(0)
+                job = dict(jobs[i])
+                if callable(job.get("seconds")):  # a budget decided at launch (see run_regimes' deadline)
+                    job["seconds"] = job["seconds"](len(pending) + 1)
+                if on_start:
+                    on_start(i, job)
+                running[i] = RegimeProcess(**job)
+            for i, proc in list(running.items()):
+                if proc.poll() is not None:
+                    del running[i]
+                    results[i] = proc.result()
+                    if on_done:
+                        on_done(i, results[i])
+            if running:
+                time.sleep(poll_s)
+    except BaseException:
+        stop_all(running.values())
+        raise
+    return [r for r in results if r is not None]
+
+
+def init_store(tracking_uri: str) -> None:
+    """Create a SQLite MLflow store's tables now, in this process.
+
+    Two bundle runs started together on a new store would both try to create the tables and
+    one would fail (``table runs already exists``); after this they only add rows.
+    """
+    from mlflow import MlflowClient
+
+    from wss_monai import tracking
+
+    uri = tracking.resolve_tracking_uri(tracking_uri)
+    if uri.startswith("sqlite:///"):
+        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+
+
+def stop_all(procs: Iterable[RegimeProcess], grace_s: float = STOP_GRACE_S) -> None:
+    """SIGINT every run at once (each records itself as KILLED in MLflow), SIGKILL those left after ``grace_s``."""
+    procs = [p for p in procs if p.proc.poll() is None]
+    for proc in procs:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.proc.pid, signal.SIGINT)
+    deadline = time.time() + grace_s
+    for proc in procs:
         try:
-            code = proc.wait(timeout=(float(seconds) + 120.0) if seconds else None)
+            proc.proc.wait(timeout=max(0.0, deadline - time.time()))
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)  # the child's own process group (start_new_session)
-            proc.wait()
-            code = -9
-        except BaseException:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            raise
-    return {
-        "regime": regime,
-        "bundle": config.parent.parent.name,
-        "run_name": run_name,
-        "output_dir": str(run_dir),
-        "returncode": code,
-        "wall_s": time.time() - start,
-        "log": str(log_path),
-        "run_info": read_run_info(run_dir),
-    }
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.proc.pid, signal.SIGKILL)
+            proc.proc.wait()
+        proc.poll()
 
 
 # --------------------------------------------------------------------------------------------
 # reading results back from MLflow
-
-
-def _history(client, run_id: str, key: str) -> dict[int, float]:
-    return {int(m.step): float(m.value) for m in client.get_metric_history(run_id, key)}
 
 
 def read_results(runs: Sequence[Mapping[str, Any]], tracking_uri: str) -> "pandas.DataFrame":  # noqa: F821
@@ -372,48 +591,26 @@ def read_results(runs: Sequence[Mapping[str, Any]], tracking_uri: str) -> "panda
     ``dice_3d``, ``dice_2d_one`` / ``dice_2d_nan`` (2D Dice with an empty-vs-empty slice scored 1,
     or left out), ``hd95_mm``. ``epochs`` is the number of epochs run; ``train_s`` the training
     time summed over epochs (validation excluded, as logged by :class:`TimeBudget`);
-    ``ms_per_image`` = ``train_s`` / training images seen; ``wall_s`` the whole process.
+    ``ms_per_image`` = ``train_s`` / training images seen; ``wall_s`` the whole process. The
+    MLflow side is :func:`pipelines.report.collect`, the reader every report uses.
     """
     import pandas as pd
 
-    from wss_monai import tracking
+    from pipelines.report import collect
 
+    ids = [(run.get("run_info") or {}).get("run_id") for run in runs]
+    found = collect(run_ids=[i for i in ids if i], tracking_uri=tracking_uri).frame if any(ids) else None
+    records = {r["run_id"]: r for r in found.to_dict("records")} if found is not None else {}
     rows = []
-    by_experiment: dict[str, Any] = {}
-    client = None
-    for run in runs:
-        info = run.get("run_info") or {}
+    for run, run_id in zip(runs, ids):
         row: dict[str, Any] = {"regime": run["regime"], "bundle": run["bundle"], "run_name": run["run_name"],
                                "wall_s": run.get("wall_s"), "status": "FAILED" if run.get("returncode") else "FINISHED",
-                               "run_id": info.get("run_id"), "log": run.get("log")}
-        experiment = info.get("experiment")
-        if info.get("run_id") and experiment:
-            if experiment not in by_experiment:
-                by_experiment[experiment] = tracking.runs_dataframe(experiment, tracking_uri, best_of=["val_dice_3d_mean"])
-            frame = by_experiment[experiment]
-            match = frame[frame["run_id"] == info["run_id"]]
-            if client is None:
-                from mlflow import MlflowClient
-
-                client = MlflowClient(tracking_uri=tracking.resolve_tracking_uri(tracking_uri))
-            if len(match):
-                record = match.iloc[0]
-                row["status"] = record["status"] if not run.get("returncode") else f"FAILED ({run.get('returncode')})"
-                best = record.get("best.val_dice_3d_mean", math.nan)
-                step = record.get("best_epoch.val_dice_3d_mean")
-                row["dice_3d"] = float(best)
-                row["best_epoch"] = None if step is None or (isinstance(step, float) and math.isnan(step)) else int(step)
-                dice = _history(client, info["run_id"], "val_dice_3d_mean")
-                row["epochs"] = max(dice) if dice else 0
-                for key, column in (("val_dice_2d_one_mean", "dice_2d_one"), ("val_dice_2d_nan_mean", "dice_2d_nan"),
-                                    ("val_hd95_mean", "hd95_mm")):
-                    row[column] = _history(client, info["run_id"], key).get(row["best_epoch"], math.nan)
-                train = _history(client, info["run_id"], "time_train_s")
-                images = _history(client, info["run_id"], "time_train_images")
-                if train:
-                    row["train_s"] = sum(train.values())
-                    seen = sum(images.values())
-                    row["ms_per_image"] = 1000.0 * row["train_s"] / seen if seen else math.nan
+                               "run_id": run_id, "log": run.get("log")}
+        record = records.get(run_id)
+        if record is not None:
+            row["status"] = record["status"] if not run.get("returncode") else f"FAILED ({run.get('returncode')})"
+            for column in ("epochs", "best_epoch", "dice_3d", "dice_2d_one", "dice_2d_nan", "hd95_mm", "train_s", "ms_per_image"):
+                row[column] = record[column]
         rows.append(row)
     frame = pd.DataFrame(rows)
     for column, _ in COLUMNS:
@@ -481,16 +678,21 @@ def run_regimes(
     overrides: Mapping[str, Any] | None = None,
     tag: str | None = None,
     progress: Callable[[str], None] | None = print,
+    parallel: int = 1,
+    experiment: str | None = None,
+    tags: Mapping[str, Any] | None = None,
+    deadline: float | None = None,
+    min_seconds: float = 20.0,
 ) -> "pandas.DataFrame":  # noqa: F821
     """Train each regime on a prepared dataset through its bundle and return the comparison table.
 
     Every regime is a real ``python -m monai.bundle run`` of the bundle that runs it
-    (``wss_size_2d``, ``wss_volume_3d`` or ``wss_hybrid``, see :func:`bundle_config`), one after
-    the other, each in its own process; the results are read back from MLflow.
+    (``wss_size_2d``, ``wss_volume_3d`` or ``wss_hybrid``, see :func:`bundle_config`), each in
+    its own process, up to ``parallel`` at a time; the results are read back from MLflow.
 
     Args:
         prepared_dir: a dataset prepared by ``python -m data_prep`` (e.g. :func:`prepare_phantom`).
-        regimes: regime names (:mod:`wss_monai.regimes`); run in the order given, reported in
+        regimes: regime names (:mod:`wss_monai.regimes`); started in the order given, reported in
             Table 1 order (:func:`order_regimes`).
         out_dir: where the runs' folders (``runs/<run name>``), logs and the overlay config go.
         minutes_per_regime: wall-clock budget of each run, start-up included (None or 0: no
@@ -498,17 +700,26 @@ def run_regimes(
         epochs: epoch cap (default: as many as fit in the budget).
         tracking_uri: MLflow store (default: ``sqlite:///<out_dir>/mlruns.db``).
         batch_size, augment, seed: the bundles' keys of the same names.
-        threads: torch threads of each run (``OMP_NUM_THREADS``); None leaves torch's default.
+        threads: torch threads of each run (``OMP_NUM_THREADS``); None leaves torch's default,
+            except with ``parallel`` > 1, where it is 1 (see :func:`run_many`).
         overrides: further bundle keys (``{"val_interval": 2, "learning_rate": 1e-3}``).
         tag: suffix of the run names (``<regime>-s<seed>-<tag>``; default: the start time).
-        progress: called with one line per regime (None: quiet).
+        progress: called with one line per regime when it starts and ends (None: quiet).
+        parallel: bundle processes at once (one per core on a CPU).
+        experiment: MLflow experiment (default: the dataset's name, the bundles' default).
+        tags: MLflow tags set on every run (the demo marks its runs with them).
+        deadline: a Unix time by which all runs should be done, instead of
+            ``minutes_per_regime``: each run's budget, when it starts, is the time left split
+            evenly over the rounds of ``parallel`` runs left (at least ``min_seconds``), so a
+            round that overran shortens the next ones instead of the whole job running late.
+        min_seconds: the least budget a run gets with ``deadline``.
 
     Returns:
         A pandas DataFrame, one row per regime (columns: :data:`COLUMNS`, then ``run_name``,
         ``run_id`` and ``log``); the same table goes to ``out_dir/regimes.csv``.
     """
-    if not minutes_per_regime and not epochs:
-        raise ValueError("give minutes_per_regime or epochs (or both)")
+    if not minutes_per_regime and not epochs and deadline is None:
+        raise ValueError("give minutes_per_regime, deadline or epochs")
     from wss_monai.regimes import get_regime
 
     for name in regimes:
@@ -517,29 +728,45 @@ def run_regimes(
     out.mkdir(parents=True, exist_ok=True)
     uri = tracking_uri or f"sqlite:///{out / 'mlruns.db'}"
     tag = tag or time.strftime("%Y%m%d-%H%M%S")
-    seconds = 60.0 * float(minutes_per_regime) if minutes_per_regime else None
+    seconds: Any = 60.0 * float(minutes_per_regime) if minutes_per_regime else None
+    if deadline is not None:
+        def seconds(left: int) -> float:
+            return max(float(min_seconds), (float(deadline) - time.time()) / math.ceil(left / max(1, parallel)))
+    if threads is None and parallel > 1:
+        threads = 1
     keys = {"batch_size": batch_size, "augment": bool(augment), "seed": seed, **dict(overrides or {})}
-    results = []
-    for i, regime in enumerate(regimes, start=1):
+    jobs = [dict(prepared_dir=prepared_dir, regime=regime, out_dir=out, tracking_uri=uri, run_name=f"{regime}-s{seed}-{tag}",
+                 seconds=seconds, epochs=epochs, overrides=keys, threads=threads, experiment=experiment,
+                 tags={**dict(tags or {}), "wss.row": regime} if tags else None)
+            for regime in regimes]
+    n = len(jobs)
+
+    def started(i: int, job: Mapping[str, Any]) -> None:
         if progress:
-            budget = f"{seconds / 60:.1f} min" if seconds else f"{epochs} epochs"
-            progress(f"[{i}/{len(regimes)}] {regime}: training ({bundle_config(regime).parent.parent.name}, {budget}) ...")
-        result = run_regime(prepared_dir, regime, out_dir=out, tracking_uri=uri, run_name=f"{regime}-s{seed}-{tag}",
-                            seconds=seconds, epochs=epochs, overrides=keys, threads=threads)
-        results.append(result)
+            budget = f"{job['seconds']:.0f} s" if job["seconds"] else f"{epochs} epochs"
+            progress(f"[{i + 1}/{n}] {job['regime']}: training ({bundle_config(job['regime']).parent.parent.name}, {budget}) ...")
+
+    def done(i: int, result: dict[str, Any]) -> None:
         if progress:
-            info = result["run_info"] or {}
-            best = info.get("best_metric")
-            if result["returncode"] == 0 and isinstance(best, float):
-                what = f"best val 3D Dice {best:.3f} at epoch {info.get('best_epoch')} of {info.get('last_epoch')}"
-            else:
-                what = f"FAILED (exit {result['returncode']}; see {result['log']})"
-            progress(f"[{i}/{len(regimes)}] {regime}: {what}, {result['wall_s']:.0f} s")
+            progress(f"[{i + 1}/{n}] {result['regime']}: {describe_result(result)}")
+
+    results = run_many(jobs, parallel=parallel, on_start=started, on_done=done)
     order = order_regimes([r["regime"] for r in results])
     results.sort(key=lambda r: order.index(r["regime"]))
     frame = read_results(results, uri)
     frame.to_csv(out / "regimes.csv", index=False)
     return frame
+
+
+def describe_result(result: Mapping[str, Any]) -> str:
+    """One line on how a run of :func:`run_regime` ended (best score, or the failure and its log)."""
+    info = result.get("run_info") or {}
+    best = info.get("best_metric")
+    if result.get("returncode") == 0 and isinstance(best, float):
+        what = f"best val 3D Dice {best:.3f} at epoch {info.get('best_epoch')} of {info.get('last_epoch')}"
+    else:
+        what = f"FAILED (exit {result.get('returncode')}; see {result.get('log')})"
+    return f"{what}, {result.get('wall_s', 0):.0f} s"
 
 
 def _settings_line(args: argparse.Namespace, prepared: Path) -> str:
@@ -557,7 +784,7 @@ def _settings_line(args: argparse.Namespace, prepared: Path) -> str:
     return (f"Dataset {prepared} ({data.get('name')}): {patients['training']} training patients "
             f"({counts['training']} slices), {patients['validation']} validation patients ({counts['validation']} slices), "
             f"slices {size}; ENet, batch {args.batch_size}, augment {args.augment}, seed {args.seed}, {budget}{cap}, "
-            f"torch threads {args.threads or 'default'}.")
+            f"torch threads {args.threads or (1 if args.parallel > 1 else 'default')}, {args.parallel} run(s) at once.")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -581,7 +808,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the phantom, the split and the runs (default 0)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--augment", action="store_true", help="the bundles' flips/rotation/zoom augmentation")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads per run (default: torch's own)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads per run (default: torch's own; 1 with --parallel > 1)")
+    parser.add_argument("--parallel", type=int, default=1,
+                        help="bundle runs at once (default 1; on a CPU use the number of cores, each run then gets 1 torch thread)")
     parser.add_argument("--tracking-uri", default=None, help="MLflow store (default: sqlite:///DIR/mlruns.db)")
     args = parser.parse_args(argv)
     regimes = [r.strip() for r in args.regimes.split(",") if r.strip()]
@@ -589,6 +818,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--regimes is empty")
     if not args.minutes_per_regime and not args.epochs:
         parser.error("give --minutes-per-regime or --epochs")
+    if args.parallel < 1:
+        parser.error("--parallel must be at least 1")
     from wss_monai.regimes import UnknownRegimeError, get_regime
 
     for name in regimes:
@@ -609,7 +840,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     start = time.perf_counter()
     frame = run_regimes(prepared, regimes, out_dir=out, minutes_per_regime=args.minutes_per_regime or None,
                         epochs=args.epochs, tracking_uri=args.tracking_uri, batch_size=args.batch_size,
-                        augment=args.augment, seed=args.seed, threads=args.threads)
+                        augment=args.augment, seed=args.seed, threads=args.threads, parallel=args.parallel)
     text = f"{_settings_line(args, prepared)}\n\n{to_markdown(frame)}\n\n{LEGEND}\n"
     (out / "regimes.md").write_text(text)
     print(f"\n{text}\nTable in {out / 'regimes.md'} and {out / 'regimes.csv'}; {len(frame)} regimes in "

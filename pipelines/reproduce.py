@@ -1,0 +1,508 @@
+"""Reproduce the papers' tables on a dataset: ``python -m pipelines.reproduce --dataset D --src RAW``.
+
+The experiments of Kervadec et al. (MedIA 2019) as bundle runs tracked in MLflow, several seeds
+each, then one report (:mod:`pipelines.report`) with mean and standard deviation over seeds and
+the papers' numbers beside ours:
+
+=====  =============================================================================================
+table  rows (each a regime, trained by its bundle)
+=====  =============================================================================================
+1      ``partial``, ``lagrangian_tags``, ``tags``, ``lagrangian_common``, ``common``,
+       ``lagrangian_individual``, ``individual``, ``volume3d``, ``full``: the direct losses and
+       the Lagrangian proposals they beat
+2      ``common`` (weak all), ``full_<n>`` and ``hybrid_<n>`` for n = 5, 10, 25 (``--hybrid-n``),
+       ``full`` (full all)
+3      ``partial``, ``tags``, ``common``, ``individual``, ``full``
+4      ``individual`` and the fixed bounds ``bounds_<lo>_<hi>`` of the paper's bound ablation, as
+       ``common`` on a copy of the dataset prepared with ``--common-bounds lo,hi`` (the paper's
+       pixel values on 256 x 256 slices, scaled by the prepared slice area)
+5      ``partial``, ``tags``, ``lagrangian_tags``, ``common``, ``lagrangian_common``, ``full``
+       at batch 1 for at most :data:`TABLE5_EPOCHS` epochs: training ms per image
+=====  =============================================================================================
+
+The raw dataset is prepared once with ``python -m data_prep <dataset> --src RAW`` into
+``OUT/prepared/<dataset>`` (an existing one is reused).
+
+Resuming: each (table, row, seed) has a key, ``<dataset>/t<table>/<row>/s<seed>``, stored in
+the MLflow tag ``wss.key`` of its run as soon as training starts. A second invocation with the
+same ``--out`` skips the keys whose run FINISHED, marks the interrupted ones (RUNNING, FAILED,
+KILLED: tag ``wss.interrupted``; a RUNNING one is set to KILLED) and starts them again under a
+fresh run name (``...-a2``, ``-a3``). Runs die with this process (Linux ``PR_SET_PDEATHSIG``),
+so a killed reproduction leaves no training behind that could finish later, and a lock on
+``OUT`` keeps two reproductions from sharing it.
+
+Example::
+
+    python -m pipelines.reproduce --dataset acdc --src /data/ACDC --out repro_acdc --tables 1,2 --seeds 3 --epochs 200
+    python -m pipelines.reproduce --dataset vertebral --src /data/vertebral --tables 3,4 --minutes-per-run 10 --parallel 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import re
+import shlex
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["TABLES", "TABLE1_ROWS", "TABLE3_ROWS", "TABLE5_ROWS", "PlannedRun", "plan_runs", "bounds_pairs",
+           "variant_bounds", "reconcile", "main"]
+
+DATASETS = ("acdc", "promise12", "vertebral", "custom")
+TABLES = ("1", "2", "3", "4", "5")
+
+TABLE1_ROWS = ("partial", "lagrangian_tags", "tags", "lagrangian_common", "common", "lagrangian_individual", "individual",
+               "volume3d", "full")
+TABLE3_ROWS = ("partial", "tags", "common", "individual", "full")
+TABLE5_ROWS = ("partial", "tags", "lagrangian_tags", "common", "lagrangian_common", "full")
+HYBRID_N = (5, 10, 25)
+
+TABLE5_EPOCHS = 2
+"""Epochs of a Table 5 run (timing needs few; at batch 1 an epoch is long)."""
+
+PAPER_SLICE_AREA = 256 * 256
+"""Pixels of the papers' slices: Table 4's fixed bounds are on this grid."""
+
+TAG_KEY, TAG_TABLE, TAG_ROW, TAG_PIPELINE, TAG_INTERRUPTED = "wss.key", "wss.table", "wss.row", "wss.pipeline", "wss.interrupted"
+
+
+# --------------------------------------------------------------------------------------------
+# what to run
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One (table, row, seed) of the reproduction.
+
+    ``prepared`` is the dataset it trains on (a Table 4 bounds variant has its own);
+    ``overrides`` are bundle keys (Table 5: ``batch_size`` 1); ``epochs`` caps its epochs.
+    """
+
+    key: str
+    table: str
+    row: str
+    regime: str
+    seed: int
+    prepared: Path
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    epochs: int | None = None
+    bounds: tuple[float, float] | None = None
+
+    @property
+    def base_name(self) -> str:
+        """The run name of the first attempt (``t1-individual-s0``)."""
+        return f"t{self.table}-{self.row}-s{self.seed}"
+
+    def tags(self) -> dict[str, str]:
+        out = {TAG_KEY: self.key, TAG_TABLE: self.table, TAG_ROW: self.row, TAG_PIPELINE: "reproduce"}
+        if self.bounds is not None:
+            out["wss.bounds"] = f"{self.bounds[0]:g},{self.bounds[1]:g}"
+        return out
+
+
+def bounds_pairs() -> list[tuple[str, tuple[float, float]]]:
+    """Table 4's fixed bounds as (row, (lo, hi)) in the paper's pixels, from ``paper_numbers.json``."""
+    from pipelines.reporting import paper
+
+    return [(e["row"], (float(e["bounds"][0]), float(e["bounds"][1]))) for e in paper.paper_rows("4", "vertebral") if "bounds" in e]
+
+
+def variant_bounds(pair: tuple[float, float], slice_area: int) -> tuple[float, float]:
+    """A paper bound pair moved to slices of ``slice_area`` pixels (same share of the image)."""
+    scale = slice_area / PAPER_SLICE_AREA
+    return round(pair[0] * scale, 1), round(pair[1] * scale, 1)
+
+
+def plan_runs(
+    tables: Sequence[str],
+    *,
+    dataset: str,
+    seeds: Sequence[int],
+    prepared: Path,
+    variants: Mapping[str, tuple[Path, tuple[float, float]]] | None = None,
+    hybrid_n: Sequence[int] = HYBRID_N,
+    training_patients: int | None = None,
+    only: Sequence[str] | None = None,
+    epochs: int | None = None,
+) -> tuple[list[PlannedRun], list[str]]:
+    """The runs of the chosen tables, and notes on what was left out and why.
+
+    Args:
+        tables: table numbers (``"1"`` ... ``"5"``).
+        dataset: the ``--dataset`` name (part of every key).
+        seeds: the seeds (every row runs once per seed).
+        prepared: the prepared dataset.
+        variants: Table 4 rows -> (their prepared variant, bounds in pixels as prepared).
+        hybrid_n: Table 2's n; an n the training patients cannot provide is left out.
+        training_patients: patients of the training split (for the hybrid check).
+        only: keep only these rows (names of rows or regimes).
+        epochs: epoch cap of every run (Table 5: at most :data:`TABLE5_EPOCHS`).
+    """
+    notes: list[str] = []
+    rows: list[tuple[str, str, str, Path, dict, int | None, tuple | None]] = []  # table, row, regime, prepared, overrides, epochs, bounds
+    for table in tables:
+        if table == "1":
+            rows += [(table, r, r, prepared, {}, epochs, None) for r in TABLE1_ROWS]
+        elif table == "2":
+            ns = []
+            for n in hybrid_n:
+                if training_patients is not None and n >= training_patients:
+                    notes.append(f"Table 2: n = {n} left out (the dataset has {training_patients} training patients)")
+                else:
+                    ns.append(n)
+            names = ["common"] + [name for n in ns for name in (f"full_{n}", f"hybrid_{n}")] + ["full"]
+            rows += [(table, r, r, prepared, {}, epochs, None) for r in names]
+        elif table == "3":
+            rows += [(table, r, r, prepared, {}, epochs, None) for r in TABLE3_ROWS]
+        elif table == "4":
+            rows.append((table, "individual", "individual", prepared, {}, epochs, None))
+            for row, (folder, bounds) in (variants or {}).items():
+                rows.append((table, row, "common", folder, {}, epochs, bounds))
+        elif table == "5":
+            cap = min(epochs, TABLE5_EPOCHS) if epochs else TABLE5_EPOCHS
+            rows += [(table, r, r, prepared, {"batch_size": 1}, cap, None) for r in TABLE5_ROWS]
+        else:
+            raise ValueError(f"unknown table {table!r}")
+    if only:
+        wanted = set(only)
+        rows = [r for r in rows if r[1] in wanted or r[2] in wanted]
+    plan = [PlannedRun(key=f"{dataset}/t{t}/{row}/s{seed}", table=t, row=row, regime=regime, seed=seed, prepared=folder,
+                       overrides=overrides, epochs=cap, bounds=bounds)
+            for seed in seeds for (t, row, regime, folder, overrides, cap, bounds) in rows]
+    return plan, notes
+
+
+# --------------------------------------------------------------------------------------------
+# what MLflow already holds
+
+
+@dataclass
+class Reconciled:
+    """The plan against MLflow: ``todo`` (planned run, run name) to start, ``done`` keys, ``marked`` interrupted runs."""
+
+    todo: list[tuple[PlannedRun, str]]
+    done: dict[str, str]
+    marked: list[str]
+
+
+def reconcile(plan: Sequence[PlannedRun], tracking_uri: str, experiment: str, out_dir: Path) -> Reconciled:
+    """Skip the keys already FINISHED; mark the interrupted runs and give their keys a fresh run name.
+
+    A run belongs to a key by its tag ``wss.key``, or, for a run killed in the instant between
+    its creation and its tags, by its run name (``<base name>`` or ``<base name>-a<k>``).
+    """
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    runs = []
+    if exp is not None:
+        token = None
+        while True:
+            page = client.search_runs([exp.experiment_id], max_results=1000, page_token=token)
+            runs.extend(page)
+            token = page.token
+            if not token:
+                break
+    by_name = {item.base_name: item.key for item in plan}
+    taken = {r.info.run_name for r in runs}
+    by_key: dict[str, list] = {item.key: [] for item in plan}
+    for run in runs:
+        key = run.data.tags.get(TAG_KEY)
+        if key is None:
+            retry = re.match(r"^(.*)-a\d+$", run.info.run_name or "")
+            key = by_name.get(run.info.run_name) or (by_name.get(retry.group(1)) if retry else None)
+        if key in by_key:
+            by_key[key].append(run)
+    todo, done, marked = [], {}, []
+    for item in plan:
+        found = by_key[item.key]
+        finished = [r for r in found if r.info.status == "FINISHED"]
+        if finished:
+            done[item.key] = finished[0].info.run_id
+            continue
+        for run in found:
+            if TAG_INTERRUPTED in run.data.tags:
+                continue
+            if run.info.status == "RUNNING":
+                client.set_terminated(run.info.run_id, status="KILLED")
+            client.set_tag(run.info.run_id, TAG_INTERRUPTED, f"restarted by pipelines.reproduce ({run.info.status})")
+            if TAG_KEY not in run.data.tags:
+                client.set_tag(run.info.run_id, TAG_KEY, item.key)
+            marked.append(run.info.run_name)
+        attempt = len(found) + 1
+        name = item.base_name if attempt == 1 else f"{item.base_name}-a{attempt}"
+        while name in taken or (out_dir / "runs" / name).exists():
+            attempt += 1
+            name = f"{item.base_name}-a{attempt}"
+        taken.add(name)
+        todo.append((item, name))
+    return Reconciled(todo=todo, done=done, marked=marked)
+
+
+# --------------------------------------------------------------------------------------------
+# preparation
+
+
+def prepare(dataset: str, src: Path, target: Path, prepare_args: Sequence[str], say) -> int:
+    """``python -m data_prep <dataset> --src SRC --out TARGET ...`` unless TARGET is already prepared; its exit code."""
+    from data_prep.cli import main as data_prep_main
+
+    if (target / "dataset.json").is_file():
+        say(f"reusing the prepared dataset {target}")
+        return 0
+    target.parent.mkdir(parents=True, exist_ok=True)
+    argv = [dataset, "--src", str(src), "--out", str(target), *prepare_args]
+    say(f"preparing: python -m data_prep {' '.join(shlex.quote(a) for a in argv)}")
+    return int(data_prep_main(argv) or 0)
+
+
+def _slice_area_and_targets(prepared: Path) -> tuple[int, int]:
+    data = json.loads((prepared / "dataset.json").read_text())
+    entry = next(iter(data.get("training") or data.get("validation") or []), None)
+    size = None
+    with contextlib.suppress(OSError, KeyError, ValueError, TypeError):
+        size = json.loads((prepared / "prep.json").read_text())["options"]["size"]
+    if isinstance(size, list) and len(size) == 2:
+        area = int(size[0]) * int(size[1])
+    elif size is not None:
+        area = int(size) ** 2
+    else:
+        import nibabel as nib
+
+        shape = nib.load(str(prepared / entry["image"])).shape
+        area = int(shape[0]) * int(shape[1])
+    return area, max(1, len(data.get("labels") or {}) - 1)
+
+
+def _training_patients(prepared: Path) -> int:
+    data = json.loads((prepared / "dataset.json").read_text())
+    return len({e["patient"] for e in data.get("training", [])})
+
+
+@contextlib.contextmanager
+def _lock(out: Path) -> Iterator[bool]:
+    """An exclusive lock on ``OUT/.reproduce.lock`` (released by the kernel if we are killed)."""
+    import fcntl
+
+    out.mkdir(parents=True, exist_ok=True)
+    handle = open(out / ".reproduce.lock", "w")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            yield False
+            return
+        yield True
+    finally:
+        handle.close()
+
+
+# --------------------------------------------------------------------------------------------
+# command line
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line (``python -m pipelines.reproduce: error: ...``) and exit code 2."""
+
+    def error(self, message: str):  # noqa: D102
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="python -m pipelines.reproduce",
+        description="Reproduce the constrained-CNN papers' tables on a dataset: prepare it, train every row of the chosen "
+        "tables for several seeds as MONAI bundle runs tracked in MLflow, and write a report with mean and std over seeds "
+        "beside the papers' numbers. Rerun the same command to resume: finished runs are skipped.",
+        epilog="Tables: 1 direct losses vs Lagrangian proposals; 2 hybrid full + weak; 3 partial/tags/common/individual/full; "
+        "4 bound ablation (fixed bounds); 5 training time per image (batch 1).",
+    )
+    parser.add_argument("--dataset", required=True, choices=DATASETS, help="which data_prep converter reads --src")
+    parser.add_argument("--src", type=Path, required=True, help="the raw dataset (as data_prep expects it)")
+    parser.add_argument("--out", type=Path, default=None, help="output folder: prepared data, runs, MLflow store, report "
+                        "(default: ./reproduce_<dataset>)")
+    parser.add_argument("--tables", default="1,2,3,4,5", help="comma-separated tables (default 1,2,3,4,5)")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds per row: 0 .. N-1 (default 3)")
+    parser.add_argument("--epochs", type=int, default=None, help="epochs per run (default: the bundles' 200, the papers')")
+    parser.add_argument("--minutes-per-run", type=float, default=None, help="wall-clock budget per run, start-up included (default: none)")
+    parser.add_argument("--parallel", type=int, default=1, help="bundle runs at once (default 1; on a CPU, the number of cores)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads per run (default: torch's own; 1 with --parallel > 1)")
+    parser.add_argument("--batch-size", type=int, default=None, help="training batch (default: the bundles' 8; Table 5 uses 1)")
+    parser.add_argument("--hybrid-n", default=",".join(str(n) for n in HYBRID_N),
+                        help="Table 2's numbers of fully annotated patients (default 5,10,25)")
+    parser.add_argument("--regimes", default=None, help="run only these rows of the chosen tables (comma-separated row or regime names)")
+    parser.add_argument("--prepare-args", default="", help="extra 'python -m data_prep DATASET' options, e.g. \"--size 128\" "
+                        "(for custom: --images, --labels, --label-values, --targets)")
+    parser.add_argument("--experiment", default=None, help="MLflow experiment (default: the prepared dataset's name, e.g. acdc-lv)")
+    parser.add_argument("--tracking-uri", default=None, help="MLflow store or server (default: sqlite:///OUT/mlruns.db)")
+    parser.add_argument("--no-overlays", action="store_true", help="leave the qualitative figure out of the report")
+    return parser
+
+
+def _ints(text: str, what: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"{what} {text!r}: expected comma-separated whole numbers") from None
+    if not values or min(values) < 1:
+        raise ValueError(f"{what} {text!r}: expected numbers of at least 1")
+    return values
+
+
+def _check(args: argparse.Namespace) -> tuple[list[str], list[int], list[str] | None]:
+    """The tables, Table 2's n and the row filter, or ValueError with one line."""
+    tables = [t.strip() for t in args.tables.split(",") if t.strip()]
+    unknown = [t for t in tables if t not in TABLES]
+    if unknown or not tables:
+        raise ValueError(f"--tables {args.tables!r}: unknown table {unknown[0]!r} (choose from {','.join(TABLES)})" if unknown
+                         else "--tables is empty")
+    if args.seeds < 1:
+        raise ValueError(f"--seeds {args.seeds}: at least 1")
+    if args.epochs is not None and args.epochs < 1:
+        raise ValueError(f"--epochs {args.epochs}: at least 1")
+    if args.minutes_per_run is not None and args.minutes_per_run <= 0:
+        raise ValueError(f"--minutes-per-run {args.minutes_per_run:g}: must be positive")
+    if args.parallel < 1 or (args.threads is not None and args.threads < 1) or (args.batch_size is not None and args.batch_size < 1):
+        raise ValueError("--parallel, --threads and --batch-size must be at least 1")
+    hybrid = _ints(args.hybrid_n, "--hybrid-n")
+    only = None
+    if args.regimes:
+        from wss_monai.regimes import UnknownRegimeError, get_regime
+
+        only = [r.strip() for r in args.regimes.split(",") if r.strip()]
+        for name in only:
+            if name.startswith("bounds_"):
+                continue
+            try:
+                get_regime(name)
+            except UnknownRegimeError as err:
+                raise ValueError(str(err)) from None
+    if not args.src.is_dir():
+        raise ValueError(f"--src {args.src}: no such folder")
+    return tables, hybrid, only
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        tables, hybrid_n, only = _check(args)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    out = (args.out or Path(f"reproduce_{args.dataset}")).resolve()
+    with _lock(out) as locked:
+        if not locked:
+            print(f"error: {out}: another pipelines.reproduce is running there", file=sys.stderr)
+            return 2
+        return _run(args, out, tables, hybrid_n, only)
+
+
+def _run(args: argparse.Namespace, out: Path, tables: list[str], hybrid_n: list[int], only: list[str] | None) -> int:
+    from tqdm.auto import tqdm
+
+    from pipelines import report
+    from pipelines.regimes import describe_result, run_many
+    from wss_monai import tracking
+
+    start = time.time()
+    try:
+        uri = tracking.resolve_tracking_uri(args.tracking_uri or (out / tracking.DEFAULT_DB_NAME))
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    say = lambda line: print(line, flush=True)  # noqa: E731
+    prepare_args = shlex.split(args.prepare_args)
+    prepared = out / "prepared" / args.dataset
+    code = prepare(args.dataset, args.src.resolve(), prepared, prepare_args, say)
+    if code:
+        return code
+    variants: dict[str, tuple[Path, tuple[float, float]]] = {}
+    if "4" in tables:
+        area, targets = _slice_area_and_targets(prepared)
+        for row, pair in bounds_pairs():
+            if only and row not in only and "common" not in only:
+                continue
+            lo, hi = variant_bounds(pair, area)
+            folder = out / "prepared" / f"{args.dataset}-{row}"
+            extra = ["--common-bounds", *[f"{lo:g},{hi:g}"] * targets]
+            code = prepare(args.dataset, args.src.resolve(), folder, [*prepare_args, *extra], say)
+            if code:
+                return code
+            variants[row] = (folder, (lo, hi))
+    experiment = args.experiment or tracking.experiment_name(json.loads((prepared / "dataset.json").read_text()).get("name") or args.dataset)
+    plan, notes = plan_runs(tables, dataset=args.dataset, seeds=list(range(args.seeds)), prepared=prepared, variants=variants,
+                            hybrid_n=hybrid_n, training_patients=_training_patients(prepared), only=only, epochs=args.epochs)
+    for note in notes:
+        say(f"note: {note}")
+    if not plan:
+        print("error: nothing to run (check --tables and --regimes)", file=sys.stderr)
+        return 2
+    from pipelines.regimes import init_store
+
+    init_store(uri)
+    state = reconcile(plan, uri, experiment, out)
+    say(f"{len(plan)} runs planned ({len(tables)} table(s) x rows x {args.seeds} seed(s)) in experiment {experiment!r} of {uri}: "
+        f"{len(state.done)} already finished, {len(state.todo)} to run"
+        + (f"; {len(state.marked)} interrupted run(s) marked and restarted: {', '.join(state.marked)}" if state.marked else ""))
+    threads = args.threads or (1 if args.parallel > 1 else None)
+    seconds = 60.0 * args.minutes_per_run if args.minutes_per_run else None
+    jobs = []
+    for item, name in state.todo:
+        overrides = {"seed": item.seed, **({"batch_size": args.batch_size} if args.batch_size else {}), **dict(item.overrides)}
+        jobs.append(dict(prepared_dir=item.prepared, regime=item.regime, out_dir=out, tracking_uri=uri, run_name=name,
+                         seconds=seconds, epochs=item.epochs, overrides=overrides, threads=threads, tags=item.tags(),
+                         experiment=experiment))
+    bar = tqdm(total=len(plan), initial=len(state.done), desc="runs", unit="run", disable=None, dynamic_ncols=True)
+    write = bar.write if not bar.disable else say
+    outcomes: dict[str, int] = {}
+
+    def started(i: int, job: Mapping[str, Any]) -> None:
+        bar.set_postfix_str(job["run_name"], refresh=True)
+
+    def done(i: int, result: dict[str, Any]) -> None:
+        outcomes[result["run_name"]] = result["returncode"]
+        bar.update(1)
+        write(f"[{len(state.done) + len(outcomes)}/{len(plan)}] {result['run_name']}: {describe_result(result)}")
+
+    try:
+        run_many(jobs, parallel=args.parallel, on_start=started, on_done=done)
+    except KeyboardInterrupt:
+        bar.close()
+        print(f"\ninterrupted: rerun the same command to resume ({len(outcomes)} of {len(jobs)} runs of this session ended)",
+              file=sys.stderr)
+        return 130
+    finally:
+        bar.close()
+    keys = {item.key for item in plan}
+    runs = report.collect(experiment, uri, where=lambda run: run.data.tags.get(TAG_KEY) in keys)
+    finished = set(runs.frame.loc[runs.frame["status"] == "FINISHED", "key"])
+    budget = (f"{args.minutes_per_run:g} min per run" if args.minutes_per_run else "no time budget") + (
+        f", at most {args.epochs} epochs" if args.epochs else ", the bundles' default epochs")
+    intro = [
+        f"`python -m pipelines.reproduce --dataset {args.dataset} --src {args.src}`: tables {', '.join(tables)}, seeds 0-{args.seeds - 1}, "
+        f"{budget}, {args.parallel} run(s) at once; prepared data {prepared}"
+        + (f" (extra data_prep options: `{args.prepare_args}`)" if args.prepare_args else "") + ".",
+        f"{len(finished)} of {len(plan)} planned runs finished." + (" " + " ".join(f"{n}." for n in notes) if notes else ""),
+    ]
+    path = report.write_report(runs, out / "report", title=f"Reproduction of the papers' tables on {args.dataset}",
+                               intro=intro, overlays=not args.no_overlays, log=lambda line: say(f"note: {line}"))
+    summary = report.summarize(runs.frame)
+    if len(summary):
+        say("\n" + report.console_table(summary) + "\n")
+    missing = sorted(keys - finished)
+    say(f"Reproduction {'complete' if not missing else 'incomplete'}: {len(finished)}/{len(plan)} runs finished in "
+        f"{(time.time() - start) / 60:.1f} min" + (f"; not finished: {', '.join(missing)} (rerun to retry)" if missing else "") + ".")
+    say(f"  report:       {path}")
+    say(f"  MLflow runs:  {tracking.ui_command(uri)}")
+    return 0 if not missing else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -50,6 +50,9 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(nan_term, pr
     assert "the loss is nan (not finite) at epoch 2, iteration 3 of 6" in message
     assert "nan_in_second_epoch=nan" in message and "checkpoint_epoch=1.pt" in message
     assert [p.name for p in (out / "checkpoints").iterdir()] == ["checkpoint_epoch=1.pt"]
+    kept = torch.load(out / "checkpoints" / "checkpoint_epoch=1.pt", weights_only=True)  # the last good state
+    assert kept["trainer"]["iteration"] == 6 and kept["evaluator"]["best_metric_epoch"] == 1
+    assert all(torch.isfinite(t).all() for t in kept["model"].values() if t.is_floating_point())
     info = helpers.run_info(out)
     assert info["status"] == "FAILED" and info["best_epoch"] == 1 and "epoch 2, iteration 3" in info["error"]
     run = helpers.mlflow_run(mlflow_db, info["run_id"])

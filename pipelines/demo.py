@@ -222,7 +222,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"a MONAI bundle run of about {seconds:.0f} s (start-up included), {settings.parallel} at a time with one torch thread "
         f"each. Settings: `{json.dumps(asdict(settings))}`.",
         "A phantom is not the papers' data and a few minutes on a CPU are not their 200 epochs: expect the ordering of "
-        "the regimes (partial far below, size constraints close to full supervision) rather than the papers' values.",
+        "the regimes (partial far below, size constraints close to full supervision) rather than the papers' values. "
+        f"Training times are measured while {settings.parallel} runs share the machine.",
     ]
     path = report.write_report(runs, out / "report", title="wss-monai demo: weakly supervised LV segmentation",
                                intro=intro, overlays=not args.no_overlays, overlay_slices=settings.overlay_slices,

@@ -8,10 +8,15 @@ papers' Table 1::
     python -m pipelines.regimes --out regimes_out --cases 24 --size 64 --minutes-per-regime 5
     python -m pipelines.regimes --out regimes_out --prepared prepared/acdc-lv --regimes individual,full
 
-Library use (the demo reuses it)::
+Library use (the demo and ``pipelines.reproduce`` reuse it)::
 
     from pipelines.regimes import run_regimes
-    table = run_regimes("prepared/acdc-lv", ["partial", "individual", "full"], out_dir="runs", minutes_per_regime=2)
+    table = run_regimes("prepared/acdc-lv", ["partial", "individual", "full"], out_dir="runs", minutes_per_regime=2,
+                        parallel=2)   # two bundle processes at once, one torch thread each
+
+``parallel=N`` (``--parallel N``) runs up to N bundle processes at once (:func:`run_many`); on a
+CPU give each one torch thread and N = the number of cores. Every run dies with the process
+that started it (Linux ``PR_SET_PDEATHSIG``), so a killed pipeline leaves no training behind.
 
 The wall-clock budget: the bundle's own ``train.json`` plus a small overlay config (written to
 ``DIR/configs/time_budget.json``) that appends one handler, :class:`TimeBudget`, to the trainer's
@@ -512,8 +517,8 @@ def run_many(
     on small images, and runs sharing cores slow each other down far more than twice.
 
     Jobs start in the given order; ``on_start(i, job)`` and ``on_done(i, result)`` are called
-    from this thread. A job's ``seconds`` may be a function of the number of jobs not started
-    yet (this one included), called when the job starts. On an exception or Ctrl+C, the runs still going get SIGINT (they record
+    from this thread. A job's ``seconds`` may be a function of the number of jobs not finished
+    (this one, those still to start and those running), called when the job starts. On an exception or Ctrl+C, the runs still going get SIGINT (they record
     themselves as KILLED in MLflow), SIGKILL after :data:`STOP_GRACE_S`, and the error goes on.
     Returns the results in job order.
     """
@@ -529,7 +534,7 @@ def run_many(
                 i = pending.pop(0)
                 job = dict(jobs[i])
                 if callable(job.get("seconds")):  # a budget decided at launch (see run_regimes' deadline)
-                    job["seconds"] = job["seconds"](len(pending) + 1)
+                    job["seconds"] = job["seconds"](len(pending) + 1 + len(running))
                 if on_start:
                     on_start(i, job)
                 running[i] = RegimeProcess(**job)
@@ -730,8 +735,8 @@ def run_regimes(
     tag = tag or time.strftime("%Y%m%d-%H%M%S")
     seconds: Any = 60.0 * float(minutes_per_regime) if minutes_per_regime else None
     if deadline is not None:
-        def seconds(left: int) -> float:
-            return max(float(min_seconds), (float(deadline) - time.time()) / math.ceil(left / max(1, parallel)))
+        def seconds(unfinished: int) -> float:
+            return max(float(min_seconds), (float(deadline) - time.time()) / math.ceil(unfinished / max(1, parallel)))
     if threads is None and parallel > 1:
         threads = 1
     keys = {"batch_size": batch_size, "augment": bool(augment), "seed": seed, **dict(overrides or {})}

@@ -338,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--hybrid-n", default=",".join(str(n) for n in HYBRID_N),
                         help="Table 2's numbers of fully annotated patients (default 5,10,25)")
     parser.add_argument("--regimes", default=None, help="run only these rows of the chosen tables (comma-separated row or regime names)")
-    parser.add_argument("--prepare-args", default="", help="extra 'python -m data_prep DATASET' options, e.g. \"--size 128\" "
+    parser.add_argument("--prepare-args", default="", help="extra 'python -m data_prep DATASET' options, e.g. --prepare-args='--size 128' "
                         "(for custom: --images, --labels, --label-values, --targets)")
     parser.add_argument("--experiment", default=None, help="MLflow experiment (default: the prepared dataset's name, e.g. acdc-lv)")
     parser.add_argument("--tracking-uri", default=None, help="MLflow store or server (default: sqlite:///OUT/mlruns.db)")

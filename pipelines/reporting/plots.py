@@ -50,7 +50,8 @@ def plot_dice(summary, path: str | Path) -> str | None:
         ours = [float(v) if _finite(v) else 0.0 for v in part["dice_3d_mean"]]
         errs = [float(v) if _finite(v) else 0.0 for v in part["dice_3d_std"]]
         papers = [float(v) if _finite(v) else 0.0 for v in part["paper"]]
-        ax.barh([y + 0.2 for y in ys], ours, height=0.4, xerr=errs, color="tab:blue", label="ours", capsize=2)
+        ax.barh([y + 0.2 for y in ys], ours, height=0.4, xerr=errs if any(errs) else None, color="tab:blue", label="ours",
+                capsize=2)
         ax.barh([y - 0.2 for y in ys], papers, height=0.4, color="0.7", hatch="//", edgecolor="0.4", label="paper")
         for y, value, ok in zip(ys, ours, part["dice_3d_mean"]):
             ax.text(min(value, 0.98) + 0.01, y + 0.2, f"{value:.3f}" if _finite(ok) else "n/a", va="center", fontsize=7)
@@ -131,7 +132,7 @@ def plot_time(summary, path: str | Path) -> str | None:
     ys = list(range(len(part)))[::-1]
     values = [float(v) for v in part["ms_per_image_mean"]]
     errs = [float(v) if _finite(v) else 0.0 for v in part["ms_per_image_std"]]
-    ax.barh(ys, values, xerr=errs, color="tab:orange", capsize=2)
+    ax.barh(ys, values, xerr=errs if any(errs) else None, color="tab:orange", capsize=2)
     for y, v in zip(ys, values):
         ax.text(v, y, f" {v:.1f}", va="center", fontsize=7)
     ax.set_yticks(ys)

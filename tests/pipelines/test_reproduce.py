@@ -8,6 +8,7 @@ one line and exit code 2.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import re
@@ -26,19 +27,31 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _keyed_runs(db: Path) -> list:
+    """The runs of the store that carry a pipeline key (MLflow's client, once the store exists)."""
     from mlflow import MlflowClient
 
-    if not db.is_file():
-        return []
     client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+    experiments = client.search_experiments()
+    return [r for r in client.search_runs([e.experiment_id for e in experiments], max_results=1000) if "wss.key" in r.data.tags]
+
+
+def _statuses(db: Path) -> dict[str, tuple[str, str]]:
+    """Run id -> (status, key) of the keyed runs, read without touching the store's schema.
+
+    Polling with MLflow's client would create or migrate the store while the process under test
+    does the same; a read-only SQLite connection does neither.
+    """
+    import sqlite3
+
+    if not db.is_file():
+        return {}
     try:
-        experiments = client.search_experiments()
-        if not experiments:
-            return []
-        return [r for r in client.search_runs([e.experiment_id for e in experiments], max_results=1000)
-                if "wss.key" in r.data.tags]
-    except Exception:  # the store is being created by the process under test
-        return []
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)) as con:
+            rows = con.execute("SELECT runs.run_uuid, runs.status, tags.value FROM runs JOIN tags "
+                               "ON runs.run_uuid = tags.run_uuid WHERE tags.key = 'wss.key'").fetchall()
+    except sqlite3.Error:  # not created yet, or locked for a moment
+        return {}
+    return {run_id: (status, key) for run_id, status, key in rows}
 
 
 def _bundle_processes(marker: str) -> list[int]:
@@ -71,9 +84,9 @@ def test_killed_reproduction_resumes_with_only_the_missing_runs(tiny_vertebral_r
     deadline = time.time() + 240
     finished = running = []
     while time.time() < deadline and first.poll() is None:
-        runs = _keyed_runs(db)
-        finished = [r for r in runs if r.info.status == "FINISHED"]
-        running = [r for r in runs if r.info.status == "RUNNING"]
+        statuses = _statuses(db)
+        finished = [i for i, (status, _) in statuses.items() if status == "FINISHED"]
+        running = [i for i, (status, _) in statuses.items() if status == "RUNNING"]
         if finished and running:
             break
         time.sleep(0.1)
@@ -81,8 +94,9 @@ def test_killed_reproduction_resumes_with_only_the_missing_runs(tiny_vertebral_r
     first.wait()
     log.close()
     assert len(finished) == 1 and len(running) == 1, (tmp_path / "first.log").read_text()[-3000:]
-    done_before = finished[0]
-    killed = running[0]
+    before = {r.info.run_id: r for r in _keyed_runs(db)}
+    done_before, killed = before[finished[0]], before[running[0]]
+    assert killed.info.status == "RUNNING"  # a SIGKILL leaves it so: the rerun must notice
     # its bundle run died with it (nothing left to finish later under the same key)
     for _ in range(50):
         if not _bundle_processes(str(out)):

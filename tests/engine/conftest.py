@@ -5,6 +5,7 @@
 - ``bundle_cli``: ``python -m monai.bundle run ...`` as a child process (its own process group),
   from the repository root, one torch thread: ``bundle_cli(args, env=...)`` -> Popen.
 - ``bundle_in_process``: the same run in this process (``monai.bundle.scripts.run``), one torch thread.
+- ``engine_mlflow_db``: one SQLite MLflow store for these tests (creating MLflow's tables takes seconds).
 """
 
 from __future__ import annotations
@@ -32,6 +33,11 @@ def tiny_prepared(acdc_raw, tmp_path_factory) -> Path:
                      "--weak", "erosion"])
     assert code == 0
     return out
+
+
+@pytest.fixture(scope="session")
+def engine_mlflow_db(tmp_path_factory) -> str:
+    return f"sqlite:///{tmp_path_factory.mktemp('engine_mlflow') / 'mlruns.db'}"
 
 
 @pytest.fixture()

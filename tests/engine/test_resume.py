@@ -41,8 +41,8 @@ def _mlflow_runs(uri: str, name: str):
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_to_the_same_final_metrics(tiny_prepared, tmp_path, bundle_cli, bundle_in_process):
-    db = f"sqlite:///{tmp_path}/mlruns.db"
+def test_killed_run_resumes_to_the_same_final_metrics(tiny_prepared, tmp_path, bundle_cli, bundle_in_process, engine_mlflow_db):
+    db = engine_mlflow_db
     common = ["--dataset_dir", tiny_prepared, "--regime", "individual", "--epochs", "3", "--hd95", "false", "--progress", "false"]
 
     # the reference: three epochs without a break (in this process: same code, one torch thread)

@@ -50,13 +50,14 @@ class DemoSettings:
         regimes: the regimes trained (``{n}`` is replaced by ``hybrid_n``).
         epochs: epoch cap (None: as many as fit in the budget).
         batch_size: slices per training batch.
+        learning_rate: Adam learning rate (:data:`pipelines.regimes.CPU_LEARNING_RATE`: batch 8, minutes of training).
         seed: seed of the phantom, the split and the runs.
         overlay_slices: validation slices in the report's qualitative figure.
     """
 
     cases: int
     size: int
-    fov_mm: float = 192.0
+    fov_mm: float = 144.0
     inplane: int | None = None
     frames: int = 10
     minutes: float = 15.0
@@ -66,12 +67,13 @@ class DemoSettings:
                                 "full_{n}", "hybrid_{n}", "lagrangian_individual")
     epochs: int | None = None
     batch_size: int = 8
+    learning_rate: float = 1e-3
     seed: int = 0
     overlay_slices: int = 4
 
 
-FULL = DemoSettings(cases=24, size=64, minutes=15.0, parallel=2, hybrid_n=5)
-"""``python -m pipelines.demo``: 24 patients at 64 x 64, 9 regimes, 2 at once, about 2.7 min each, 15 min in all."""
+FULL = DemoSettings(cases=48, size=48, minutes=15.0, parallel=2, hybrid_n=5)
+"""``python -m pipelines.demo``: 48 patients at 48 x 48 (3 mm pixels), 9 regimes, 2 at once, about 2.7 min each, 15 min in all."""
 
 QUICK = DemoSettings(cases=8, size=48, inplane=96, frames=4, minutes=3.0, parallel=2, hybrid_n=2)
 """``python -m pipelines.demo --quick``: 8 patients at 48 x 48, the same regimes, about 30 s each, 3 min in all."""
@@ -206,7 +208,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"training {len(regimes)} regimes, about {seconds:.0f} s each (start-up included), {settings.parallel} at a time ...", flush=True)
     frame = run_regimes(prepared, regimes, out_dir=out, minutes_per_regime=None, epochs=settings.epochs,
                         deadline=start + 60.0 * settings.minutes - REPORT_RESERVE_S, min_seconds=MIN_SECONDS_PER_RUN,
-                        tracking_uri=uri, batch_size=settings.batch_size, seed=settings.seed, parallel=settings.parallel,
+                        tracking_uri=uri, batch_size=settings.batch_size, seed=settings.seed,
+                        learning_rate=settings.learning_rate, parallel=settings.parallel,
                         threads=1 if settings.parallel > 1 else None, tag=f"demo-{stamp}",
                         tags={"wss.pipeline": "demo", "wss.demo": stamp},
                         progress=lambda line: print(line, flush=True))
@@ -218,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     intro = [
         f"The wss-monai demo{' (--quick)' if args.quick else ''}: an ACDC-layout phantom of {settings.cases} patients "
         f"({patients['training']} training, {patients['validation']} validation), the central {settings.fov_mm:g} mm "
-        f"prepared at {settings.size} x {settings.size}; ENet, batch {settings.batch_size}, seed {settings.seed}; each regime "
+        f"prepared at {settings.size} x {settings.size}; ENet, batch {settings.batch_size}, Adam learning rate {settings.learning_rate:g}, seed {settings.seed}; each regime "
         f"a MONAI bundle run of about {seconds:.0f} s (start-up included), {settings.parallel} at a time with one torch thread "
         f"each. Settings: `{json.dumps(asdict(settings))}`.",
         "A phantom is not the papers' data and a few minutes on a CPU are not their 200 epochs: expect the ordering of "

@@ -63,8 +63,8 @@ def test_the_settings_are_one_constant_each_and_fit_the_promised_time():
         n = settings.hybrid_n
         assert regimes == ["partial", "tags", "common", "individual", "volume3d", "full", f"full_{n}", f"hybrid_{n}",
                            "lagrangian_individual"]
-    assert (demo.FULL.cases, demo.FULL.size, demo.FULL.parallel) == (24, 64, 2)
-    assert (demo.QUICK.cases, demo.QUICK.size) == (8, 48)
+    assert demo.FULL.parallel == demo.QUICK.parallel == 2  # the 2 cores of the target machine, one run each
+    assert demo.QUICK.cases < demo.FULL.cases and demo.QUICK.hybrid_n < demo.FULL.hybrid_n
     # what the phantom leaves is split evenly over the rounds of parallel runs: 9 regimes, 2 at a time = 5 rounds
     per_run = demo.seconds_per_run(demo.FULL, elapsed_s=30.0, n_runs=9)
     assert per_run == pytest.approx((15 * 60 - 30 - demo.REPORT_RESERVE_S) / 5)

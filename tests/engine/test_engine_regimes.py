@@ -52,7 +52,7 @@ def test_regime_table(name, bounds, sampling, full, full_patients, terms):
     assert spec.dataloader_kwargs() == {"weak": None, "bounds": bounds, "sampling": sampling,
                                         "full_patients": full_patients, "full": full}
     if name == "volume3d":
-        assert spec.terms[1]["args"] == {"per_volume": True}
+        assert spec.terms[1]["args"] == {"per_volume": True, "volume_size": "mean"}  # the mean slice size (see SizePenalty)
     assert ("label" in spec.batch_keys) == (full or spec.routing)
     assert ("full" in spec.batch_keys) == spec.routing
 

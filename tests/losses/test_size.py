@@ -198,3 +198,32 @@ def test_float32_matches_float64():
     v32 = SizePenalty()(probs.float(), bounds=bounds.float())
     assert v32.dtype == torch.float32
     assert math.isclose(v32.item(), v64.item(), rel_tol=1e-5)
+
+
+def test_volume_mode_on_the_mean_slice_size_divides_size_and_bounds_by_the_slices_of_each_volume():
+    probs = random_probs(b=6).requires_grad_(True)
+    volume = torch.tensor([3, 1, 3, 7, 1, 3])
+    sizes = soft_sizes(probs.detach())
+    counts = {1: 2, 3: 3, 7: 1}
+    vol_bounds = {1: (5.0, 8.0), 3: (14.0, 20.0), 7: (0.0, 1.0)}
+    bounds = torch.zeros(6, 3, 2, dtype=torch.float64)
+    bounds[:, 0] = torch.tensor([0.0, INF])
+    for n in range(6):
+        bounds[n, 1:] = torch.tensor(vol_bounds[int(volume[n])], dtype=torch.float64)
+    value = SizePenalty(per_volume=True, volume_size="mean")(probs, bounds=bounds, volume=volume)
+    flat = []
+    for v in (1, 3, 7):
+        n = counts[v]
+        for k in (1, 2):
+            total = sum(sizes[i][k] for i in range(6) if int(volume[i]) == v)
+            flat.append((total / n, vol_bounds[v][0] / n, vol_bounds[v][1] / n))
+    assert value.item() == pytest.approx(slow_penalty(*zip(*flat), num_pixels=30), abs=1e-9)
+    # for the quadratic penalty this is the summed volume's penalty divided by n^2
+    summed = SizePenalty(per_volume=True, reduction="none")(probs, bounds=bounds, volume=volume)
+    mean = SizePenalty(per_volume=True, volume_size="mean", reduction="none")(probs, bounds=bounds, volume=volume)
+    n2 = torch.tensor([[4.0], [9.0], [1.0]], dtype=torch.float64)
+    assert torch.allclose(mean, summed / n2)
+    assert torch.autograd.gradcheck(
+        lambda p: SizePenalty(per_volume=True, volume_size="mean")(p, bounds=bounds, volume=volume), (probs,))
+    with pytest.raises(ValueError, match="volume_size must be 'sum'"):
+        SizePenalty(per_volume=True, volume_size="median")

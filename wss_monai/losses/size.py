@@ -97,6 +97,14 @@ class SizeConstraintTerm(LossTerm):
     carries that volume's bounds (e.g. 0.9 / 1.1 times the summed true size). All slices of one
     volume must carry identical bounds; a mismatch raises ``ValueError`` naming the volume.
 
+    **Volume size or mean slice size**: ``volume_size="sum"`` (default, the reference code)
+    compares the volume's summed size with its bounds; ``"mean"`` divides size and bounds by the
+    number of the volume's slices in the batch, i.e. constrains the mean slice size. The quadratic
+    penalty is then ``1/n^2`` of the summed one: summed over n slices, the per-pixel gradient of
+    one volume is about n times that of a 2D batch of the same n slices (where the penalty is a
+    mean over images), and n^2 times its value, so ``"mean"`` weighs a volume the way the 2D
+    regime weighs its slices and the same weight carries over.
+
     **Units**: ``units="px"`` (default) reads bounds in pixels; ``units="mm2"`` reads bounds in
     mm^2 and needs the batch key ``spacing`` (B, 2) (row, column spacing in mm): the soft size is
     measured in mm^2 (pixel area times soft pixel count, summed over a volume's slices) and then
@@ -121,8 +129,12 @@ class SizeConstraintTerm(LossTerm):
         normalize: bool = True,
         bounds_key: str = "bounds",
         reduction: str = "mean",
+        volume_size: str = "sum",
     ) -> None:
         super().__init__()
+        if volume_size not in ("sum", "mean"):
+            raise ValueError(f"volume_size must be 'sum' (the volume's size) or 'mean' (its mean slice size), got {volume_size!r}.")
+        self.volume_size = volume_size
         if units not in ("px", "mm2"):
             raise ValueError(f"units must be 'px' (bounds in pixels) or 'mm2' (bounds in mm^2, needs 'spacing'), got {units!r}.")
         self.classes = None if classes is None else [int(c) for c in classes]
@@ -190,6 +202,9 @@ class SizeConstraintTerm(LossTerm):
             size_g = size.new_zeros(g, len(cls)).index_add(0, inv, size * area[:, None]) / area_g[:, None]
             lower_g = lower_g / area_g[:, None]
             upper_g = upper_g / area_g[:, None]
+        if self.volume_size == "mean":
+            slices = size.new_zeros(g).index_add(0, inv, torch.ones_like(size[:, 0]))[:, None]
+            size_g, lower_g, upper_g = size_g / slices, lower_g / slices, upper_g / slices
         return SizeConstraints(size_g, lower_g, upper_g, cls, groups, h * w)
 
     def _finish(self, values: torch.Tensor, constraints: SizeConstraints) -> torch.Tensor:
@@ -228,6 +243,8 @@ class SizePenalty(SizeConstraintTerm):
         normalize: divide by H*W of one slice (the reference's normaliser).
         bounds_key: batch key of the bounds (default ``"bounds"``).
         reduction: ``"mean"`` | ``"sum"`` | ``"none"``.
+        volume_size: with ``per_volume``: ``"sum"`` constrains the volume's size (the
+            reference), ``"mean"`` its mean slice size (see :class:`SizeConstraintTerm`).
 
     Example::
 

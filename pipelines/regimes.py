@@ -744,10 +744,12 @@ def run_regimes(
     out.mkdir(parents=True, exist_ok=True)
     uri = tracking_uri or f"sqlite:///{out / 'mlruns.db'}"
     tag = tag or time.strftime("%Y%m%d-%H%M%S")
+    def share_of_deadline(unfinished: int) -> float:
+        return max(float(min_seconds), (float(deadline) - time.time()) / math.ceil(unfinished / max(1, parallel)))
+
     seconds: Any = 60.0 * float(minutes_per_regime) if minutes_per_regime else None
     if deadline is not None:
-        def seconds(unfinished: int) -> float:
-            return max(float(min_seconds), (float(deadline) - time.time()) / math.ceil(unfinished / max(1, parallel)))
+        seconds = share_of_deadline
     if threads is None and parallel > 1:
         threads = 1
     keys = {"batch_size": batch_size, "augment": bool(augment), "seed": seed, **dict(overrides or {})}

@@ -45,3 +45,21 @@ def promise12_raw(tmp_path_factory):
 def vertebral_raw(tmp_path_factory):
     """Vertebral-body layout, small (15 x 64 x 64): Img_01-03.nii and Img_01-03_Labels.nii."""
     return _phantom(tmp_path_factory, "vertebral")
+
+
+@pytest.fixture(scope="session")
+def prepare_tiny_acdc(acdc_raw):
+    """``prepare_tiny_acdc(out, weak="erosion")``: the ACDC phantom prepared at 32 x 32, 1 validation and 1 test patient."""
+    import contextlib
+    import io
+
+    from data_prep.cli import main
+
+    def _prepare(out, weak: str = "erosion"):
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            code = main(["acdc", "--src", str(acdc_raw), "--out", str(out), "--size", "32", "--val", "1", "--test", "1",
+                         "--weak", weak])
+        assert code == 0
+        return out
+
+    return _prepare

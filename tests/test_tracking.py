@@ -9,7 +9,6 @@ import re
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -202,14 +201,6 @@ def test_cli_help_and_uri(tmp_path):
 # a real server
 
 
-def _rest(url: str, payload: dict | None = None) -> dict:
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    data = None if payload is None else json.dumps(payload).encode()
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    with opener.open(request, timeout=30) as response:
-        return json.loads(response.read())
-
-
 @pytest.mark.slow
 def test_local_server_logs_serves_rest_and_stops(tmp_path):
     started = time.monotonic()
@@ -228,13 +219,13 @@ def test_local_server_logs_serves_rest_and_stops(tmp_path):
             run.log_metrics({"val_dice_3d_mean": 0.8}, epoch=0)
             run.log_metrics({"val_dice_3d_mean": 0.85}, epoch=1)
 
-        experiment = _rest(f"{server.url}/api/2.0/mlflow/experiments/get-by-name?experiment_name=promise12-prostate")
-        found = _rest(
-            f"{server.url}/api/2.0/mlflow/runs/search",
+        experiment = server.api("/api/2.0/mlflow/experiments/get-by-name?experiment_name=promise12-prostate")
+        found = server.api(
+            "/api/2.0/mlflow/runs/search",
             {"experiment_ids": [experiment["experiment"]["experiment_id"]]},
         )["runs"]
         assert [r["info"]["run_id"] for r in found] == [run.run_id]
-        got = _rest(f"{server.url}/api/2.0/mlflow/runs/get?run_id={run.run_id}")["run"]
+        got = server.api(f"/api/2.0/mlflow/runs/get?run_id={run.run_id}")["run"]
         assert got["info"]["run_name"] == run.run_name and got["info"]["status"] == "FINISHED"
         assert {p["key"]: p["value"] for p in got["data"]["params"]} == {"optimizer.lr": "0.0005"}
         assert {m["key"]: m["value"] for m in got["data"]["metrics"]} == {"val_dice_3d_mean": 0.85}

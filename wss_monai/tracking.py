@@ -55,7 +55,7 @@ import urllib.parse
 import urllib.request
 import uuid
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -1028,6 +1028,19 @@ class LocalServer:
 
     def is_running(self) -> bool:
         return self.process.poll() is None
+
+    def api(self, path: str, payload: Mapping[str, Any] | None = None, timeout: float = 30.0) -> dict:
+        """Call the server's REST API: ``api("/api/2.0/mlflow/runs/get?run_id=...")`` (GET), or POST ``payload``.
+
+        Goes straight to the server, never through a proxy from the environment (it is local).
+        """
+        import urllib.request
+
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        data = None if payload is None else json.dumps(payload).encode()
+        request = urllib.request.Request(self.url + path, data=data, headers={"Content-Type": "application/json"})
+        with opener.open(request, timeout=timeout) as response:
+            return json.loads(response.read())
 
     def stop(self, timeout: float = 20.0) -> None:
         """Stop the server: SIGTERM to its process group, SIGKILL after ``timeout`` seconds.

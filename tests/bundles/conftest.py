@@ -9,8 +9,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import subprocess
@@ -38,15 +36,8 @@ def config(bundle: str, name: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def prepared_acdc(acdc_raw, tmp_path_factory) -> Path:
-    from data_prep.cli import main
-
-    out = tmp_path_factory.mktemp("bundles") / "prepared_acdc"
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        code = main(["acdc", "--src", str(acdc_raw), "--out", str(out), "--size", "32", "--val", "1", "--test", "1",
-                     "--weak", "erosion,random_disc"])
-    assert code == 0
-    return out
+def prepared_acdc(prepare_tiny_acdc, tmp_path_factory) -> Path:
+    return prepare_tiny_acdc(tmp_path_factory.mktemp("bundles") / "prepared_acdc", weak="erosion,random_disc")
 
 
 @pytest.fixture(scope="session")

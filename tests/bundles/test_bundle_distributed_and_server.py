@@ -18,7 +18,7 @@ from wss_monai.tracking import start_local_server
 @pytest.mark.slow
 def test_multi_gpu_config_runs_ddp_under_torchrun(prepared_acdc, mlflow_db, tmp_path, helpers):
     out = tmp_path / "ddp"
-    files = f"['bundles/wss_size_2d/configs/train.json','bundles/wss_size_2d/configs/multi_gpu_train.json']"
+    files = "['bundles/wss_size_2d/configs/train.json','bundles/wss_size_2d/configs/multi_gpu_train.json']"
     with socket.socket() as sock:  # a free port for the rendezvous
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]

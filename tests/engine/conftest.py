@@ -10,8 +10,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 import subprocess
 import sys
@@ -24,15 +22,8 @@ TRAIN_2D = "bundles/wss_size_2d/configs/train.json"
 
 
 @pytest.fixture(scope="session")
-def tiny_prepared(acdc_raw, tmp_path_factory) -> Path:
-    from data_prep.cli import main
-
-    out = tmp_path_factory.mktemp("engine") / "prepared_acdc"
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        code = main(["acdc", "--src", str(acdc_raw), "--out", str(out), "--size", "32", "--val", "1", "--test", "1",
-                     "--weak", "erosion"])
-    assert code == 0
-    return out
+def tiny_prepared(prepare_tiny_acdc, tmp_path_factory) -> Path:
+    return prepare_tiny_acdc(tmp_path_factory.mktemp("engine") / "prepared_acdc", weak="erosion")
 
 
 @pytest.fixture(scope="session")

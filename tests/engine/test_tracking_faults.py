@@ -11,7 +11,6 @@ import signal
 import socket
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -29,43 +28,35 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _rest(url: str, payload: dict | None = None) -> dict:
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    data = None if payload is None else json.dumps(payload).encode()
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    with opener.open(request, timeout=30) as response:
-        return json.loads(response.read())
-
-
-def _server_run(url: str, name: str) -> dict:
+def _server_run(server, name: str) -> dict:
     """The one run called ``name`` in experiment acdc-lv, read over the REST API."""
-    experiment = _rest(f"{url}/api/2.0/mlflow/experiments/get-by-name?experiment_name=acdc-lv")["experiment"]
-    found = _rest(f"{url}/api/2.0/mlflow/runs/search", {"experiment_ids": [experiment["experiment_id"]]})["runs"]
+    experiment = server.api("/api/2.0/mlflow/experiments/get-by-name?experiment_name=acdc-lv")["experiment"]
+    found = server.api("/api/2.0/mlflow/runs/search", {"experiment_ids": [experiment["experiment_id"]]})["runs"]
     named = [r for r in found if r["info"]["run_name"] == name]
     assert len(named) == 1, [r["info"]["run_name"] for r in found]
     return named[0]
 
 
-def _metric_history(url: str, run_id: str, key: str) -> list[tuple[int, float]]:
-    got = _rest(f"{url}/api/2.0/mlflow/metrics/get-history?run_id={run_id}&metric_key={key}")["metrics"]
+def _metric_history(server, run_id: str, key: str) -> list[tuple[int, float]]:
+    got = server.api(f"/api/2.0/mlflow/metrics/get-history?run_id={run_id}&metric_key={key}")["metrics"]
     return sorted((int(m["step"]), m["value"]) for m in got)
 
 
-def _check_everything_arrived(url: str, name: str, out: Path, epochs: int) -> dict:
-    run = _server_run(url, name)
+def _check_everything_arrived(server, name: str, out: Path, epochs: int) -> dict:
+    run = _server_run(server, name)
     assert run["info"]["status"] == "FINISHED"
     history = {int(k): v for k, v in json.loads((out / "history.json").read_text()).items()}
     assert sorted(history) == list(range(1, epochs + 1))
     for key in ("val_dice_3d_mean", "train_loss", "train_size", "lr", "best_val_dice_3d_mean"):
-        assert _metric_history(url, run["info"]["run_id"], key) == [(e, pytest.approx(history[e][key])) for e in history], key
+        assert _metric_history(server, run["info"]["run_id"], key) == [(e, pytest.approx(history[e][key])) for e in history], key
     params = {p["key"]: p["value"] for p in run["data"]["params"]}
     assert params["resolved.regime"] == "individual" and params["optimizer.lr"] == "0.0005" and len(params) > 100
     tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
     info = json.loads((out / "run.json").read_text())
     assert tags["regime"] == "individual" and tags["seed"] == "0" and tags["best_epoch"] == str(info["best_epoch"])
-    listed = _rest(f"{url}/api/2.0/mlflow/artifacts/list?run_id={run['info']['run_id']}")["files"]
+    listed = server.api(f"/api/2.0/mlflow/artifacts/list?run_id={run['info']['run_id']}")["files"]
     assert {"config.json", "models", "plots"} <= {f["path"] for f in listed}
-    plots = _rest(f"{url}/api/2.0/mlflow/artifacts/list?run_id={run['info']['run_id']}&path=plots")["files"]
+    plots = server.api(f"/api/2.0/mlflow/artifacts/list?run_id={run['info']['run_id']}&path=plots")["files"]
     assert {f["path"] for f in plots} == {"plots/dice_curves.png", "plots/overlay.png"}
     assert info["run_id"] == run["info"]["run_id"]  # run.json now names the synced run
     return run
@@ -95,10 +86,10 @@ def test_server_unreachable_at_start_then_sync(tiny_prepared, tmp_path, bundle_i
                                 log_path=tmp_path / "server.log", timeout=90)
     try:
         assert tracking.main(["sync", "--from", str(out)]) == 0  # --to: the URL the run was meant for
-        _check_everything_arrived(server.url, "offline-start", out, epochs=2)
+        _check_everything_arrived(server, "offline-start", out, epochs=2)
         again = sync_fallback(out)  # nothing is sent twice
         assert again.operations == 0 and "nothing to sync" in again.summary()
-        _server_run(server.url, "offline-start")
+        _server_run(server, "offline-start")
     finally:
         server.stop(timeout=20)
 
@@ -144,7 +135,7 @@ def test_server_killed_mid_run_then_sync(tiny_prepared, tmp_path, bundle_in_proc
         server = start_local_server(backend_store_uri=db, artifacts_dir=tmp_path / "art", log_path=tmp_path / "server2.log", timeout=90)
         result = sync_fallback(out, to=server.url)
         assert not result.created and result.run_id == header["run_id"] and result.metrics > 0
-        _check_everything_arrived(server.url, "server-killed", out, epochs=3)
+        _check_everything_arrived(server, "server-killed", out, epochs=3)
     finally:
         server.stop(timeout=20)
 

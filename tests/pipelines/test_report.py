@@ -9,7 +9,6 @@ beside ours; bad input is one line and exit code 2.
 from __future__ import annotations
 
 import csv
-import json
 import math
 import subprocess
 import sys

@@ -26,7 +26,6 @@ import csv
 import io
 import json
 import logging
-import math
 import os
 import sys
 import time
@@ -38,7 +37,7 @@ import torch
 from ignite.engine import Engine, Events
 
 from wss_monai.engine.errors import as_bool, fail
-from wss_monai.engine.session import BEST_CHECKPOINT, HISTORY, read_run_info, write_run_info
+from wss_monai.engine.session import BEST_CHECKPOINT, HISTORY, write_run_info
 
 __all__ = [
     "NonFiniteLossError",

@@ -12,7 +12,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from wss_monai.losses.base import LossTerm
 
 __all__ = ["WeakSupervisionLoss", "TERM_REGISTRY", "register_term", "resolve_term", "build_term", "parse_terms_config"]
 

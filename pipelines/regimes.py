@@ -865,7 +865,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         augment=args.augment, seed=args.seed, learning_rate=args.learning_rate, threads=args.threads,
                         parallel=args.parallel)
     text = f"{_settings_line(args, prepared)}\n\n{to_markdown(frame)}\n\n{LEGEND}\n"
-    (out / "regimes.md").write_text(text)
+    (out / "regimes.md").write_text(text, encoding="utf-8")
     print(f"\n{text}\nTable in {out / 'regimes.md'} and {out / 'regimes.csv'}; {len(frame)} regimes in "
           f"{(time.perf_counter() - start) / 60:.1f} min.")
     return 0 if (frame["status"] == "FINISHED").all() else 1

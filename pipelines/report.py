@@ -436,7 +436,7 @@ def write_report(
                 log(note)
     path = out / "report.md"
     tmp = path.with_name(".report.md.tmp")
-    tmp.write_text("\n".join(lines))
+    tmp.write_text("\n".join(lines), encoding="utf-8")
     tmp.replace(path)
     return path
 

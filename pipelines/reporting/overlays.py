@@ -47,7 +47,7 @@ def build_network(run_dir: str | Path, num_classes: int | None = None):
 
     folder = Path(run_dir)
     try:
-        config = json.loads((folder / "config.json").read_text())
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
         raise OverlayError(f"{folder.name}: no readable config.json ({type(err).__name__})") from None
     spec = config.get("network_def")

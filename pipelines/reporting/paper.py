@@ -30,7 +30,7 @@ DEFAULT_TABLES = {"acdc": ("1", "2", "midl-1"), "vertebral": ("3", "4"), "promis
 @functools.lru_cache(maxsize=1)
 def load() -> dict[str, Any]:
     """The parsed ``paper_numbers.json``."""
-    return json.loads(PAPER_NUMBERS.read_text())
+    return json.loads(PAPER_NUMBERS.read_text(encoding="utf-8"))
 
 
 def dataset_key(name: str | None) -> str | None:

@@ -45,10 +45,10 @@ def test_demo_trains_regimes_in_parallel_and_ends_with_the_report_and_the_ui_com
 
     # the report: Markdown with the figures beside it, and the CSV tables
     report_dir = out / "report"
-    text = (report_dir / "report.md").read_text()
+    text = (report_dir / "report.md").read_text(encoding="utf-8")
     for figure in ("dice.png", "curves.png", "overlays.png", "time.png"):
         assert f"]({figure})" in text and (report_dir / figure).stat().st_size > 1000, figure
-    with open(report_dir / "runs.csv", newline="") as handle:
+    with open(report_dir / "runs.csv", newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     assert sorted(r["row"] for r in rows) == ["hybrid_1", "partial"]
     assert all(0 <= float(r["dice_3d"]) <= 1 and float(r["ms_per_image"]) > 0 for r in rows)

@@ -22,7 +22,7 @@ def test_two_regimes_one_epoch_give_a_table_row_each(tmp_path, capsys):
     assert "[1/2] individual: training (wss_size_2d" in printed and "[2/2] hybrid_1: training (wss_hybrid" in printed
     assert "[1/2] individual: best val 3D Dice" in printed and "[2/2] hybrid_1: best val 3D Dice" in printed
 
-    with open(out / "regimes.csv", newline="") as handle:
+    with open(out / "regimes.csv", newline="", encoding="utf-8") as handle:
         rows = {row["regime"]: row for row in csv.DictReader(handle)}
     assert set(rows) == {"individual", "hybrid_1"}
     for regime, row in rows.items():
@@ -33,7 +33,7 @@ def test_two_regimes_one_epoch_give_a_table_row_each(tmp_path, capsys):
             assert 0.0 <= float(row[key]) <= 1.0, (regime, key, row[key])
         assert float(row["train_s"]) > 0 and float(row["ms_per_image"]) > 0 and math.isfinite(float(row["hd95_mm"]))
 
-    table = (out / "regimes.md").read_text()
+    table = (out / "regimes.md").read_text(encoding="utf-8")
     lines = [line for line in table.splitlines() if line.startswith("| ")]
     assert lines[0].startswith("| regime | bundle | epochs")
     assert [line.split("|")[1].strip() for line in lines[1:]] == ["individual", "hybrid_1"]

@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _rows(path: Path) -> dict[str, dict[str, str]]:
-    with open(path, newline="") as handle:
+    with open(path, newline="", encoding="utf-8") as handle:
         return {row["run_name"]: row for row in csv.DictReader(handle)}
 
 
@@ -71,7 +71,7 @@ def test_report_of_a_hand_made_bundle_run_and_a_run_without_folder(tiny_prepared
     assert by_row.loc["tags", "paper"] == pytest.approx(0.7924)
     assert by_row.loc["tags", "dice_3d_mean"] == pytest.approx(0.55)
 
-    text = (out / "report.md").read_text()
+    text = (out / "report.md").read_text(encoding="utf-8")
     assert "| partial | 1 |" in text and "| tags | 1 | 0.550 | 0.7924" in text
     for figure in ("dice.png", "curves.png", "overlays.png"):
         assert f"]({figure})" in text, figure

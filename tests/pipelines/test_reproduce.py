@@ -131,7 +131,7 @@ def test_killed_reproduction_resumes_with_only_the_missing_runs(tiny_vertebral_r
     assert present and {(float(r["common_lo"]), float(r["common_hi"])) for r in present} == {(1.2, 17.2)}
 
     # the report: Table 4 with each row and its seed, the paper's value beside ours
-    text = (out / "report" / "report.md").read_text()
+    text = (out / "report" / "report.md").read_text(encoding="utf-8")
     assert "## Table 4" in text
     assert re.search(r"\| individual \| 1 \| [0-9.]+ \| 0\.8604 \|", text)
     assert re.search(r"\| bounds_80_1100 \| 1 \| [0-9.]+ \| 0\.7900 \|", text)

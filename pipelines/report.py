@@ -181,18 +181,9 @@ def collect(
     else:
         if not experiment:
             raise ValueError("give an experiment name or run ids")
-        exp = client.get_experiment_by_name(experiment)
-        if exp is None:
-            existing = sorted(e.name for e in client.search_experiments())
-            raise ValueError(f"no experiment {experiment!r} in {uri}; experiments there: {', '.join(existing) or 'none'}")
-        found, token = [], None
-        while True:
-            page = client.search_runs([exp.experiment_id], max_results=1000, page_token=token, order_by=["attributes.start_time ASC"])
-            found.extend(page)
-            token = page.token
-            if not token:
-                break
-        names[exp.experiment_id] = experiment
+        found = tracking.experiment_runs(experiment, uri, client=client)
+        if found:
+            names[found[0].info.experiment_id] = experiment
     rows, curves = [], {}
     for run in found:
         if where is not None and not where(run):

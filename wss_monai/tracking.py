@@ -79,6 +79,7 @@ __all__ = [
     "sync_command",
     "sync_fallback",
     "runs_dataframe",
+    "experiment_runs",
     "ui_command",
     "LocalServer",
     "start_local_server",
@@ -863,6 +864,28 @@ def sync_fallback(source: str | os.PathLike, to: str | None = None) -> SyncResul
 # reading runs back
 
 
+def experiment_runs(experiment: str, tracking_uri: str | None = None, *, client=None,
+                    order_by: Sequence[str] = ("attributes.start_time ASC",)) -> list:
+    """Every run of ``experiment`` (MLflow ``Run`` objects, oldest first), read page by page.
+
+    Raises:
+        ValueError: the experiment does not exist (the message lists those that do).
+    """
+    uri = resolve_tracking_uri(tracking_uri)
+    client = client or _client(uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        names = sorted(e.name for e in client.search_experiments())
+        raise ValueError(f"no experiment {experiment!r} in {uri}; experiments there: {', '.join(names) or 'none'}")
+    runs, token = [], None
+    while True:
+        page = client.search_runs([found.experiment_id], max_results=1000, page_token=token, order_by=list(order_by))
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
 def runs_dataframe(
     experiment: str,
     tracking_uri: str | None = None,
@@ -893,39 +916,29 @@ def runs_dataframe(
         raise ValueError(f"best must be 'max' or 'min', got {best!r}.")
     uri = resolve_tracking_uri(tracking_uri)
     client = _client(uri)
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        names = sorted(e.name for e in client.search_experiments())
-        raise ValueError(f"no experiment {experiment!r} in {uri}; experiments there: {names}")
-
-    rows, token = [], None
-    while True:
-        page = client.search_runs([found.experiment_id], max_results=1000, page_token=token)
-        for run in page:
-            row = {
-                "run_id": run.info.run_id,
-                "run_name": run.info.run_name,
-                "regime": run.data.tags.get("regime"),
-                "seed": run.data.tags.get("seed"),
-                "status": run.info.status,
-                "start_time": pd.to_datetime(run.info.start_time, unit="ms", utc=True),
-                "end_time": pd.to_datetime(run.info.end_time, unit="ms", utc=True) if run.info.end_time else pd.NaT,
-            }
-            row.update({f"params.{k}": v for k, v in run.data.params.items()})
-            row.update({f"metrics.{k}": v for k, v in run.data.metrics.items()})
-            row.update({f"tags.{k}": v for k, v in run.data.tags.items() if not k.startswith("mlflow.")})
-            for key in best_of:
-                history = client.get_metric_history(run.info.run_id, key)
-                values = [(m.value, m.step) for m in history if not math.isnan(m.value)]
-                if values:
-                    value, step = (max if best == "max" else min)(values, key=lambda vs: vs[0])
-                else:
-                    value, step = math.nan, None
-                row[f"best.{key}"], row[f"best_epoch.{key}"] = value, step
-            rows.append(row)
-        token = page.token
-        if not token:
-            break
+    rows = []
+    for run in experiment_runs(experiment, uri, client=client):
+        row = {
+            "run_id": run.info.run_id,
+            "run_name": run.info.run_name,
+            "regime": run.data.tags.get("regime"),
+            "seed": run.data.tags.get("seed"),
+            "status": run.info.status,
+            "start_time": pd.to_datetime(run.info.start_time, unit="ms", utc=True),
+            "end_time": pd.to_datetime(run.info.end_time, unit="ms", utc=True) if run.info.end_time else pd.NaT,
+        }
+        row.update({f"params.{k}": v for k, v in run.data.params.items()})
+        row.update({f"metrics.{k}": v for k, v in run.data.metrics.items()})
+        row.update({f"tags.{k}": v for k, v in run.data.tags.items() if not k.startswith("mlflow.")})
+        for key in best_of:
+            history = client.get_metric_history(run.info.run_id, key)
+            values = [(m.value, m.step) for m in history if not math.isnan(m.value)]
+            if values:
+                value, step = (max if best == "max" else min)(values, key=lambda vs: vs[0])
+            else:
+                value, step = math.nan, None
+            row[f"best.{key}"], row[f"best_epoch.{key}"] = value, step
+        rows.append(row)
     columns = ["run_id", "run_name", "regime", "seed", "status", "start_time", "end_time"]
     frame = pd.DataFrame(rows, columns=None if rows else columns)
     return frame.sort_values("start_time", ignore_index=True) if rows else frame

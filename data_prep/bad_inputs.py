@@ -291,6 +291,15 @@ def custom_setup(work: Path, *extra, **expected) -> Setup:
     return Setup(argv, out, **expected)
 
 
+def csv_setup(raw: Path, listing_text: str, *extra, **expected) -> Setup:
+    """``raw/list.csv`` holding ``listing_text``, prepared with ``python -m data_prep custom --csv``."""
+    listing = raw / "list.csv"
+    listing.write_text(listing_text)
+    out = raw.parent / "prepared" / "out"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return Setup(["custom", "--src", raw, "--out", out, "--csv", listing, *SIZE, *extra], out, **expected)
+
+
 def promise12_raw(raw: Path, cases: int = 2) -> Path:
     """``raw/CaseNN.mhd`` (+ ``.raw``) and ``CaseNN_segmentation.mhd``, written by SimpleITK."""
     import SimpleITK as sitk
@@ -606,12 +615,8 @@ def _duplicate_patient(work: Path) -> Setup:
 @case("duplicate-after-sanitising", "custom CSV: cases 'a b' and 'a_b' would share a file name")
 def _duplicate_sanitised(work: Path) -> Setup:
     raw = custom_raw(work / "raw")
-    listing = raw / "list.csv"
-    listing.write_text("image,label,case\nimages/a.nii.gz,labels/a.nii.gz,a b\nimages/b.nii.gz,labels/b.nii.gz,a_b\n")
-    out = work / "prepared" / "out"
-    out.parent.mkdir(parents=True)
-    argv = ["custom", "--src", raw, "--out", out, "--csv", listing, *SIZE, "--val", "0"]
-    return Setup(argv, out, names=str(raw / "images" / "b.nii.gz"), problem="volume a_b found twice")
+    return csv_setup(raw, "image,label,case\nimages/a.nii.gz,labels/a.nii.gz,a b\nimages/b.nii.gz,labels/b.nii.gz,a_b\n",
+                     "--val", "0", names=str(raw / "images" / "b.nii.gz"), problem="volume a_b found twice")
 
 
 @case("unreadable-file", "an image with permissions 000 (skipped where chmod does not stop reading, as root)")
@@ -678,15 +683,12 @@ def _newline_name(work: Path) -> Setup:
 def _hostile_names(work: Path) -> Setup:
     raw = custom_raw(work / "raw", cases=("a", "b", "c"))
     escape = work / "escaped"
-    listing = raw / "list.csv"
-    listing.write_text(
+    listing_text = (
         "image,label,patient,case\n"
         "images/a.nii.gz,labels/a.nii.gz,../../up,../../escape\n"
         f"images/b.nii.gz,labels/b.nii.gz,{escape},{escape}\n"
         "images/c.nii.gz,labels/c.nii.gz,..,..\n"
     )
-    out = work / "prepared" / "out"
-    out.parent.mkdir(parents=True)
 
     def verify(found: Path) -> list[str]:
         problems = prepared_problems(found, volumes=3)
@@ -696,8 +698,7 @@ def _hostile_names(work: Path) -> Setup:
             problems.append(f"volume ids {volumes} are not sanitised file names")
         return problems  # nothing written outside --out: run_case compares the whole work folder
 
-    argv = ["custom", "--src", raw, "--out", out, "--csv", listing, *SIZE, "--val", "0"]
-    return Setup(argv, out, code=0, verify=verify)
+    return csv_setup(raw, listing_text, "--val", "0", code=0, verify=verify)
 
 
 @case("format-string-pattern", "a --labels pattern '{case.__class__}' that str.format would evaluate")
@@ -712,23 +713,15 @@ def _format_pattern(work: Path) -> Setup:
 @case("csv-missing-file", "a CSV listing an image that does not exist")
 def _csv_missing(work: Path) -> Setup:
     raw = custom_raw(work / "raw")
-    listing = raw / "list.csv"
-    listing.write_text("image,label\nimages/a.nii.gz,labels/a.nii.gz\nimages/zz.nii.gz,labels/b.nii.gz\n")
-    out = work / "prepared" / "out"
-    out.parent.mkdir(parents=True)
-    argv = ["custom", "--src", raw, "--out", out, "--csv", listing, *SIZE, "--val", "0"]
-    return Setup(argv, out, names=str(raw / "images" / "zz.nii.gz"), problem="image file missing")
+    return csv_setup(raw, "image,label\nimages/a.nii.gz,labels/a.nii.gz\nimages/zz.nii.gz,labels/b.nii.gz\n",
+                     "--val", "0", names=str(raw / "images" / "zz.nii.gz"), problem="image file missing")
 
 
 @case("csv-missing-columns", "a CSV listing without a label column")
 def _csv_columns(work: Path) -> Setup:
     raw = custom_raw(work / "raw")
-    listing = raw / "list.csv"
-    listing.write_text("image,mask\nimages/a.nii.gz,labels/a.nii.gz\n")
-    out = work / "prepared" / "out"
-    out.parent.mkdir(parents=True)
-    argv = ["custom", "--src", raw, "--out", out, "--csv", listing, *SIZE]
-    return Setup(argv, out, names=str(listing), problem="lacks column(s) label")
+    return csv_setup(raw, "image,mask\nimages/a.nii.gz,labels/a.nii.gz\n", names=str(raw / "list.csv"),
+                     problem="lacks column(s) label")
 
 
 @case("out-under-a-file", "--out inside a path whose parent is a regular file")

@@ -7,11 +7,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from wss_monai.networks.prelu import PReLU
+
 __all__ = ["ENet"]
 
 
 def _bn_prelu(channels: int) -> list[nn.Module]:
-    return [nn.BatchNorm2d(channels), nn.PReLU(channels)]
+    return [nn.BatchNorm2d(channels), PReLU(channels)]
 
 
 class InitialBlock(nn.Module):
@@ -53,7 +55,7 @@ class Bottleneck(nn.Module):
             nn.BatchNorm2d(channels),
             nn.Dropout2d(dropout),
         )
-        self.act = nn.PReLU(channels)
+        self.act = PReLU(channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(x + self.branch(x))
@@ -79,7 +81,7 @@ class DownsamplingBottleneck(nn.Module):
             nn.Dropout2d(dropout),
         )
         self.extra = out_channels - in_channels
-        self.act = nn.PReLU(out_channels)
+        self.act = PReLU(out_channels)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         main, indices = self.pool(x)
@@ -118,7 +120,7 @@ class UpsamplingBottleneck(nn.Module):
             nn.BatchNorm2d(out_channels),
             nn.Dropout2d(dropout),
         )
-        self.act = nn.PReLU(out_channels)
+        self.act = PReLU(out_channels)
 
     def forward(self, x: torch.Tensor, indices: torch.Tensor, size: torch.Size) -> torch.Tensor:
         main = max_unpool(self.main(x), indices, [int(size[0]), int(size[1])])

@@ -754,6 +754,30 @@ def _existing_output(work: Path) -> Setup:
     return Setup(["acdc", "--src", work / "raw", "--out", out, *SIZE], out, names=str(out), problem="pass --overwrite")
 
 
+@case("out-is-src", "--out is the raw folder itself, with --overwrite: the raw data is kept")
+def _out_is_src(work: Path) -> Setup:
+    raw = acdc_raw(work / "raw")
+    return Setup(["acdc", "--src", raw, "--out", raw, *SIZE, "--overwrite"], raw, names=str(raw),
+                 problem="--out is the raw folder --src")
+
+
+@case("out-contains-src", "--out is a parent of the raw folder, with --overwrite: the raw data is kept")
+def _out_contains_src(work: Path) -> Setup:
+    raw = acdc_raw(work / "data" / "raw")
+    out = work / "data"
+    return Setup(["acdc", "--src", raw, "--out", out, *SIZE, "--overwrite"], out, names=str(out),
+                 problem="--out contains the raw folder --src")
+
+
+@case("out-inside-src", "--out inside the raw folder (through a symbolic link): refused, nothing written")
+def _out_inside_src(work: Path) -> Setup:
+    raw = acdc_raw(work / "raw")
+    (work / "link").symlink_to(raw, target_is_directory=True)
+    out = work / "link" / "prepared"
+    return Setup(["acdc", "--src", raw, "--out", out, *SIZE, "--overwrite"], out, names=str(out),
+                 problem="--out lies inside the raw folder --src")
+
+
 def case_named(name: str) -> BadInput:
     """The corpus case called ``name``."""
     for bad in CASES:

@@ -251,11 +251,27 @@ def common_bounds(results: list[VolumeResult], reference: str | None, options: P
     return bounds
 
 
+def refuse_overlap(src: Path, out: Path) -> None:
+    """Stop when ``out`` is ``src``, holds it, or lies inside it (both resolved, symlinks followed).
+
+    Replacing such an ``out`` (``--overwrite``) would delete the raw data, and an ``out`` inside
+    ``src`` would be read back as raw cases by the next preparation.
+    """
+    src_r, out_r = src.resolve(), out.resolve()
+    if out_r == src_r:
+        raise InputError(out, "--out is the raw folder --src; choose a folder outside it")
+    if out_r in src_r.parents:
+        raise InputError(out, f"--out contains the raw folder --src {src}; choose a folder outside it")
+    if src_r in out_r.parents:
+        raise InputError(out, f"--out lies inside the raw folder --src {src}; choose a folder outside it")
+
+
 def prepare(cases: list[Case], options: PrepareOptions, src: Path, out: Path, workers: int = 1, overwrite: bool = False) -> Path:
     """Run the whole pipeline; returns ``out``. Nothing is left under ``out`` on failure."""
+    out = Path(out)
+    refuse_overlap(Path(src), out)
     if not cases:
         raise InputError(src, "no cases found")
-    out = Path(out)
     clean_stale(out)  # temporaries of killed runs (see data_prep.atomic)
     if out.exists() and not out.is_dir():
         raise InputError(out, "exists and is not a folder; choose another --out")

@@ -306,13 +306,44 @@ def _write_overlay(out_dir: Path) -> Path:
     return path
 
 
-def _flag(value: Any) -> str:
-    """A command-line override as ``python -m monai.bundle run`` (fire) parses it."""
-    if isinstance(value, bool):
-        return "True" if value else "False"
-    if isinstance(value, (dict, list, tuple)):
-        return json.dumps(value)
-    return str(value)
+_INTERPRETED = ("$", "@", "%")
+"""First characters that make MONAI's config parser treat a string as code, a reference or a macro."""
+_REWRITTEN = "#"
+"""MONAI's parser rewrites this (its old id separator) to ``::`` anywhere in a string value."""
+
+
+def inert(value: Any) -> Any:
+    """``value`` as a bundle config value that MONAI's parser reads as plain data.
+
+    A string starting with ``$`` is evaluated as Python by ``monai.bundle``, ``@`` and ``%`` are
+    followed as references and macros, and a ``#`` anywhere becomes ``::``. Such a string is replaced by an expression of ours that
+    rebuilds it from hexadecimal (so no character of the user's text reaches the evaluator, and
+    no ``@`` inside it is taken for a reference); lists and dicts are made inert item by item.
+    """
+    if isinstance(value, str):
+        if value.startswith(_INTERPRETED) or _REWRITTEN in value:
+            return f"$bytes.fromhex('{value.encode('utf-8').hex()}').decode('utf-8')"
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): inert(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [inert(v) for v in value]
+    return value
+
+
+def write_values_overlay(values: Mapping[str, Any], path: Path) -> Path:
+    """Write the values forwarded to one bundle run as a config overlay file (JSON, every value inert).
+
+    Values travel in a file rather than as ``--key value`` arguments because ``monai.bundle run``
+    hands command-line values to fire, which parses them as Python literals (``1e3`` becomes a
+    number, ``[x]`` a list) before the config parser evaluates those starting with ``$``.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps({key: inert(value) for key, value in values.items() if value is not None}, indent=2) + "\n"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
 
 
 KILL_GRACE_S = 120.0
@@ -398,17 +429,16 @@ class RegimeProcess:
             "time_budget_tags": json.dumps({str(k): str(v) for k, v in tags.items()}) if tags else None,
             **dict(overrides or {}),
         }
-        cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", json.dumps([str(config), str(overlay)]),
+        forwarded = write_values_overlay(values, out / "configs" / "runs" / f"{run_name}.json")
+        cmd = [sys.executable, "-m", "monai.bundle", "run",
+               "--config_file", json.dumps([str(config), str(overlay), str(forwarded)]),
                "--meta_file", str(config.parent / "metadata.json"), "--logging_file", str(config.parent / "logging.conf")]
-        for key, value in values.items():
-            if value is not None:
-                cmd += [f"--{key}", _flag(value)]
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "MPLBACKEND": "Agg"}
         if threads:
             env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
         env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])
         self._log = open(self.log_path, "w")
-        self._log.write(" ".join(cmd) + "\n\n")
+        self._log.write(" ".join(cmd) + "\n" + forwarded.read_text(encoding="utf-8") + "\n")
         self._log.flush()
         try:
             self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT, env=env,

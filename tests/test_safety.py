@@ -96,3 +96,58 @@ def test_mlflow_server_binds_to_loopback_unless_told_otherwise():
     assert inspect.signature(tracking.start_local_server).parameters["host"].default == "127.0.0.1"
     assert tracking._build_parser().parse_args(["serve"]).host == "127.0.0.1"
     assert tracking._is_loopback("127.0.0.1") and tracking._is_loopback("::1") and not tracking._is_loopback("0.0.0.0")
+
+
+HOSTILE_VALUES = [
+    "$__import__('pathlib').Path('PWNED').write_text('x')",
+    "$@network_def",
+    "@dataset_dir",
+    "%train.json#epochs",
+    "#epochs",
+    "sqlite:////tmp/a@b#c/$x.db",
+    "1e3",
+    "[1, 2]",
+    "True",
+    "{'a': 1}",
+    " $leading space",
+    "naïve ünïcode ✓",
+]
+
+
+@pytest.mark.parametrize("value", HOSTILE_VALUES)
+def test_values_forwarded_to_a_bundle_run_arrive_as_the_same_string(value, tmp_path, monkeypatch):
+    """What ``pipelines.regimes`` (and so the demo, reproduce and report) hands a bundle run is data.
+
+    The values go through the real process launcher; the command line and the generated overlay are
+    then read by MONAI's own config parser, as ``monai.bundle run`` would, and every forwarded value
+    must come back as the very string the user typed, with nothing evaluated on the way.
+    """
+    import json as _json
+    import subprocess
+
+    from monai.bundle import ConfigParser
+
+    from pipelines import regimes
+
+    started = {}
+
+    class FakePopen:
+        def __init__(self, cmd, **kwargs):
+            started["cmd"], started["cwd"] = cmd, kwargs.get("cwd")
+
+    monkeypatch.setattr(subprocess, "Popen", FakePopen)
+    monkeypatch.chdir(tmp_path)
+    process = regimes.RegimeProcess(tmp_path / "prepared", "individual", out_dir=tmp_path / "out", tracking_uri=value,
+                                    run_name="run-1", experiment=value, seconds=None, epochs=1,
+                                    tags={"who": value}, overrides={"weak": value})
+    process._log.close()
+    cmd = started["cmd"]
+    keys = [arg for arg in cmd if arg.startswith("--")]
+    assert keys == ["--config_file", "--meta_file", "--logging_file"], "values must travel in the overlay, not through fire"
+    files = _json.loads(cmd[cmd.index("--config_file") + 1])
+    parser = ConfigParser()
+    parser.read_config(files)
+    for key in ("tracking_uri", "experiment_name", "weak"):
+        assert parser.get_parsed_content(key) == value, key
+    assert _json.loads(parser.get_parsed_content("time_budget_tags")) == {"who": value}
+    assert not (tmp_path / "PWNED").exists() and not (Path(started["cwd"]) / "PWNED").exists()

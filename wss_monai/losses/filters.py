@@ -149,6 +149,39 @@ class _SymmetricLinear(torch.autograd.Function):
         return _SymmetricLinear.apply(grad.contiguous(), ctx.op), None
 
 
+class _AffinityMoments(torch.autograd.Function):
+    """Per image and class ``assoc_k = S_k^T A S_k`` and ``volume_k = d^T S_k`` (d = A 1) from one filtering.
+
+    A is symmetric, so ``d assoc_k / d S_k = 2 A S_k`` and ``d volume_k / d S_k = d``: both are
+    results of the forward pass, which filters ``[S, 1]`` together (C + 1 channels, one splat and
+    one slice), and the backward pass filters nothing. Kept for the backward: ``A S`` (B, C, H, W)
+    and ``d`` (B, 1, H, W).
+    """
+
+    @staticmethod
+    def forward(ctx, values: torch.Tensor, op: "AffinityOperator"):  # noqa: D401
+        b, c, h, w = values.shape
+        with torch.no_grad():
+            ones = torch.ones(b, 1, h, w, dtype=values.dtype, device=values.device)
+            both = op._apply(torch.cat([values, ones], dim=1))
+            filtered, degree = both[:, :c], both[:, c:]
+            assoc = (values * filtered).sum(dim=(2, 3))
+            volume = (values * degree).sum(dim=(2, 3))
+        ctx.save_for_backward(filtered, degree)
+        return assoc, volume
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_assoc: torch.Tensor | None, grad_volume: torch.Tensor | None):
+        filtered, degree = ctx.saved_tensors
+        grad = torch.zeros_like(filtered)
+        if grad_assoc is not None:
+            grad = grad + 2.0 * filtered * grad_assoc[:, :, None, None]
+        if grad_volume is not None:
+            grad = grad + degree * grad_volume[:, :, None, None]
+        return grad, None
+
+
 class AffinityOperator:
     """The affinity W (or W - I) of one batch of images, prepared once, applied to many maps.
 
@@ -162,13 +195,27 @@ class AffinityOperator:
         self.include_self = include_self
 
     def __call__(self, values: torch.Tensor) -> torch.Tensor:
+        self._check(values)
+        with autocast_off(values.device):
+            return _SymmetricLinear.apply(values.to(self.dtype).contiguous(), self)
+
+    def moments(self, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(S_k^T W S_k, d^T S_k)`` per image and channel, each (B, C), from a single filtering.
+
+        The quadratic and linear forms every affinity loss here is built from (DenseCRF, normalized
+        and kernel cut). Differentiable in ``values``; the backward pass reuses ``W S`` and
+        ``d = W 1`` from the forward pass instead of filtering the incoming gradient (W symmetric).
+        """
+        self._check(values)
+        with autocast_off(values.device):
+            return _AffinityMoments.apply(values.to(self.dtype).contiguous(), self)
+
+    def _check(self, values: torch.Tensor) -> None:
         if values.dim() != 4 or values.shape[0] != self.batch or tuple(values.shape[-2:]) != (self.height, self.width):
             raise ValueError(
                 f"{type(self).__name__} was prepared for maps of shape ({self.batch}, C, {self.height}, "
                 f"{self.width}), got {tuple(values.shape)}."
             )
-        with autocast_off(values.device):
-            return _SymmetricLinear.apply(values.to(self.dtype).contiguous(), self)
 
     def degree(self) -> torch.Tensor:
         """Node degrees d = W 1, shape (B, 1, H, W) (no gradient: W does not depend on the maps)."""

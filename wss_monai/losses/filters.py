@@ -278,7 +278,7 @@ class BilateralGridAffinity(AffinityOperator):
 
     def __init__(self, features: torch.Tensor, height: int, width: int, include_self: bool = True,
                  cells_per_sigma: float = 2.0, max_cells: int = 1 << 26, banded_above: int = 1 << 30,
-                 chunk_pixels: int = 1 << 16, block: int = 32) -> None:
+                 chunk_pixels: int = 1 << 16, block: int = 32, chunk_cells: int = 1 << 20) -> None:
         b, dims, n = features.shape
         super().__init__(b, height, width, features.dtype, features.device, include_self)
         # Grid axes ordered (y, intensities..., x): the long spatial axes are then the first and
@@ -304,7 +304,8 @@ class BilateralGridAffinity(AffinityOperator):
             # On CPU the batch is filtered in chunks of about chunk_pixels pixels, each with its own
             # small grid, so the scatter/gather working set stays in cache; indices are chunk-local.
             per_image = math.prod(sizes)
-            self.chunk = max(1, min(b, chunk_pixels // n)) if features.device.type == "cpu" else b
+            # Also at most about chunk_cells grid cells (whole images) per chunk (multi-channel images).
+            self.chunk = max(1, min(b, chunk_pixels // n, chunk_cells // per_image)) if features.device.type == "cpu" else b
             local = torch.arange(b, device=features.device, dtype=torch.int64) % self.chunk
             base = local.view(b, 1) * per_image
             for d in range(dims):
@@ -332,6 +333,10 @@ class BilateralGridAffinity(AffinityOperator):
                 k = torch.arange(s, device=features.device, dtype=features.dtype)
                 self.blurs.append(amp * torch.exp(-0.5 * (k.view(-1, 1) - k.view(1, -1)).square() / sg**2))
         self.sizes = sizes
+        # Channels are filtered in groups whose grids hold about chunk_cells cells on CPU: the grid
+        # of several channels of a 3-channel image (~1e6 cells each) no longer fits the cache, and
+        # measured 0.65 s for 5 channels of 2 x 128^2 RGB at once against 5 x 0.08 s one by one.
+        self.channel_group = max(1, chunk_cells // (self.chunk * per_image)) if features.device.type == "cpu" else 1 << 30
         self.block = int(block)
         self.cells = cells
         self.per_image = per_image
@@ -381,23 +386,31 @@ class BilateralGridAffinity(AffinityOperator):
         for b0 in range(0, b, self.chunk):
             b1 = min(b, b0 + self.chunk)
             cols = slice(b0 * n, b1 * n)
-            src = values[b0:b1].transpose(0, 1).reshape(c, (b1 - b0) * n)
-            out = torch.zeros_like(src)
-            buf = torch.empty_like(src)  # corner scratch
-            base = self.base[cols]
-            idx = torch.empty_like(base)
-            grid = torch.zeros(c, (b1 - b0) * self.per_image, dtype=values.dtype, device=values.device)
-            corners = list(zip(self.offsets, self._corner_weights(self.frac[:, cols])))
-            for off, wgt in corners:
-                grid.index_add_(1, torch.add(base, off, out=idx), torch.mul(src, wgt, out=buf))
-            shape = [c * (b1 - b0)] + list(self.sizes)
-            for d in reversed(range(len(self.sizes))):
-                grid = self._blur_axis(grid, math.prod(shape[: d + 1]), shape[d + 1], math.prod(shape[d + 2:]), self.blurs[d])
-            grid = grid.reshape(c, -1)
-            for off, wgt in corners:
-                out.addcmul_(torch.index_select(grid, 1, torch.add(base, off, out=idx), out=buf), wgt)
-            out_all[b0:b1] = out.view(c, b1 - b0, n).transpose(0, 1)
+            for c0 in range(0, c, self.channel_group):
+                c1 = min(c, c0 + self.channel_group)
+                out = self._filter_chunk(values[b0:b1, c0:c1], cols)
+                out_all[b0:b1, c0:c1] = out.view(c1 - c0, b1 - b0, n).transpose(0, 1)
         return out_all
+
+    def _filter_chunk(self, values: torch.Tensor, cols: slice) -> torch.Tensor:
+        """Filter (b, c, N) values of the images whose pixels are ``cols``; returns (c, b * N)."""
+        b, c, n = values.shape
+        src = values.transpose(0, 1).reshape(c, b * n)
+        out = torch.zeros_like(src)
+        buf = torch.empty_like(src)  # corner scratch
+        base = self.base[cols]
+        idx = torch.empty_like(base)
+        grid = torch.zeros(c, b * self.per_image, dtype=values.dtype, device=values.device)
+        corners = list(zip(self.offsets, self._corner_weights(self.frac[:, cols])))
+        for off, wgt in corners:
+            grid.index_add_(1, torch.add(base, off, out=idx), torch.mul(src, wgt, out=buf))
+        shape = [c * b] + list(self.sizes)
+        for d in reversed(range(len(self.sizes))):
+            grid = self._blur_axis(grid, math.prod(shape[: d + 1]), shape[d + 1], math.prod(shape[d + 2:]), self.blurs[d])
+        grid = grid.reshape(c, -1)
+        for off, wgt in corners:
+            out.addcmul_(torch.index_select(grid, 1, torch.add(base, off, out=idx), out=buf), wgt)
+        return out
 
 
 class GridTooLargeError(ValueError):

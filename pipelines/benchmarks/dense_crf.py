@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
                 for batch in batches:
                     med = {k: statistics.median(v) for k, v in alternating(candidates(batch, size, channels), repeat).items()}
                     image = phantom(batch, size, channels)
-                    chosen = type(AffinityFilter(SIGMA_XY, SIGMA_INT).prepare(image)).__name__
+                    chosen = AffinityFilter(SIGMA_XY, SIGMA_INT).prepare(image).method
                     now_fb[(threads, channels, size, batch)] = med["now f+b"]
                     rows.append([threads, "grey" if channels == 1 else "3-ch", f"{batch} x {CLASSES} x {size}^2", chosen,
                                  med["before fwd"] * 1e3, med["now fwd"] * 1e3, med["before fwd"] / med["now fwd"],
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         exact = AffinityFilter(SIGMA_XY, SIGMA_INT, "exact").prepare(image)
         err = float((auto(probs) - exact(probs)).norm() / exact(probs).norm())
         values = [float(DenseCRFLoss(SIGMA_XY, SIGMA_INT, f)(probs, image=image)) for f in ("fast", "exact")]
-        rows.append(["grey" if channels == 1 else "3-ch", type(auto).__name__, err, abs(values[0] - values[1]) / values[1]])
+        rows.append(["grey" if channels == 1 else "3-ch", auto.method, err, abs(values[0] - values[1]) / values[1]])
     print("\nerror against the exact dense Gaussian, 2 x 4 x 48 x 48 crop")
     print_rows(["image", "filter", "||W~S - WS|| / ||WS||", "loss rel. error"], rows)
     if args.quick:

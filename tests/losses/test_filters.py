@@ -236,3 +236,8 @@ def test_moments_gradcheck_and_backward_filters_nothing(method):
     assoc, volume = op.moments(values)
     (assoc.sum() + 2.0 * volume.sum()).backward()
     assert calls == [3]  # one filtering of [S, 1] (2 + 1 channels), none in the backward pass
+
+
+def test_operators_report_their_method():
+    assert AffinityFilter(5.0, 0.1).prepare(torch.rand(1, 1, 8, 8)).method == "exact"
+    assert AffinityFilter(5.0, 0.1).prepare(torch.rand(1, 1, 64, 64)).method == "fast"

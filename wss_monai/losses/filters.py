@@ -37,8 +37,20 @@ Two filters share one interface (:class:`AffinityOperator`, built by :class:`Aff
   large image gives a grid larger than the image (still linear in N, but cache-bound). Works
   for any number of channels
   (2 + Ci grid axes, 2^(2+Ci) corners per pixel) while the dense grid fits ``max_cells``: in
-  practice one or two channels. For more channels use ``"exact"`` (blocked, O(N^2) time); a
-  permutohedral lattice is not implemented.
+  practice one to three channels; on CPU, channels and images are filtered in groups of about
+  ``chunk_cells`` grid cells so each grid stays in cache. Three channels are slow: the grid of a
+  256 x 256 3-channel image at sigma_xy 100, sigma_intensity 0.06 has about 1e6 cells per
+  channel (its size is set by the intensity range over sigma_intensity, so downscaling the image
+  barely shrinks it); see the ``dense_crf`` benchmark for the measured times.
+
+  A permutohedral lattice (Adams, Baek & Davis 2010: d + 1 vertices per pixel instead of 2^d)
+  was prototyped in vectorised PyTorch and not kept: on 2 x 48 x 48 3-channel phantoms
+  (sigma_intensity 0.06 and 0.1, sigma_xy 50 and 5) its error against the exact filter was
+  4-10 % even with the best global rescaling (which needs the exact result), 12-15 % with the
+  analytic amplitude, and 10-30 % when the blur was renormalised by the occupied neighbours; a
+  sparse lattice drops the blur's mass that leaves the occupied lattice points. Deduplicating
+  its ~4.7 M vertex keys for 12 x 256 x 256 pixels by sorting measured 0.13-0.6 s on one thread
+  here, before any filtering.
 - ``"auto"``: exact when the image has at most ``exact_max_pixels`` pixels, fast otherwise; if the
   grid would exceed ``max_cells`` it falls back to the exact blocked filter with a warning.
 
@@ -47,6 +59,13 @@ float64, for gradcheck), switch autocast off internally, and are differentiable 
 ``S`` through a custom autograd function that applies the same symmetric operator to the
 incoming gradient (no N x N or per-pixel intermediates are kept for the backward pass). The image
 is a constant: no gradient flows to it.
+
+The losses use :meth:`AffinityOperator.moments` instead: the per-class forms ``S_k^T W S_k`` and
+``d^T S_k`` (d = W 1) from one filtering of ``[S, 1]`` (C + 1 channels), with a backward pass
+that reuses ``W S`` and ``d`` (W symmetric: ``d(S_k^T W S_k)/dS_k = 2 W S_k``) and filters
+nothing. A DenseCRF or cut loss step thus filters once instead of three times (``W S``,
+``W 1``, and ``W`` applied to the gradient). Each operator names its method in ``.method``
+(``"exact"`` or ``"fast"``), so the choice of ``"auto"`` can be reported.
 
 Example::
 
@@ -188,6 +207,9 @@ class AffinityOperator:
     Call it on values (B, C, H, W) to get ``W @ values`` per image and channel, same shape.
     """
 
+    method = ""
+    """The filter's method name (``"exact"``, ``"fast"``): what ``"auto"`` chose."""
+
     def __init__(self, batch: int, height: int, width: int, dtype: torch.dtype, device: torch.device,
                  include_self: bool = True) -> None:
         self.batch, self.height, self.width = batch, height, width
@@ -237,6 +259,8 @@ class AffinityOperator:
 class ExactAffinity(AffinityOperator):
     """Exact dense Gaussian affinity, formed block of rows by block of rows (O(N^2) time, O(block x N) memory)."""
 
+    method = "exact"
+
     def __init__(self, features: torch.Tensor, height: int, width: int, include_self: bool = True,
                  block_elements: int = 1 << 22) -> None:
         b, _, n = features.shape
@@ -275,6 +299,8 @@ class BilateralGridAffinity(AffinityOperator):
     chunks of about ``chunk_pixels`` pixels (whole images), each with its own grid, to keep the
     scatter/gather working set in cache.
     """
+
+    method = "fast"
 
     def __init__(self, features: torch.Tensor, height: int, width: int, include_self: bool = True,
                  cells_per_sigma: float = 2.0, max_cells: int = 1 << 26, banded_above: int = 1 << 30,

@@ -151,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
                     rows.append([threads, "grey" if channels == 1 else "3-ch", f"{batch} x {CLASSES} x {size}^2", chosen,
                                  med["before fwd"] * 1e3, med["now fwd"] * 1e3, med["before fwd"] / med["now fwd"],
                                  med["before f+b"] * 1e3, med["now f+b"] * 1e3, med["before f+b"] / med["now f+b"]])
+                    print("measured:", *(f"{c:.4g}" if isinstance(c, float) else c for c in rows[-1]), flush=True)
     print(f"sigma_xy {SIGMA_XY:g}, sigma_int {SIGMA_INT:g}, scale 1, median of {repeat} alternating round(s)")
     print_rows(["threads", "image", "probs", "filter (auto)", "before fwd ms", "now fwd ms", "fwd speed-up",
                 "before f+b ms", "now f+b ms", "f+b speed-up"], rows)

@@ -33,6 +33,13 @@ lattice cannot be a dependency of this project)::
 and the authors' lattice returns 0.50-0.63x of the exact kernel weight (5-7 % error after the
 best rescaling), against 1.3-2.2 % for the bilateral grid here.
 
+Measured here (2 median rounds, 1 thread, while two other engineers' jobs ran: load average
+2.5-6 on 2 cores, so the figures are noisy; the 2-thread rows of that run were unusable):
+forward+backward before -> now, grey 12 x 4 x 256^2 321 -> 227 ms (1.41x), 12 x 4 x 128^2
+83 -> 39 ms (2.13x); 3-channel 12 x 4 x 256^2 20.0 -> 9.8 s (2.05x), 12 x 4 x 128^2 5.65 ->
+3.05 s (1.85x). The 3-channel time is still 43x the grey one at 12 x 256^2. Error on the crop:
+1.5 % (grey) and 1.7 % (3-channel) for ``W S``, 0.6-0.7 % for the loss value.
+
 A permutohedral lattice was prototyped for this change and not kept (numbers measured on
 2 x 48 x 48 3-channel phantoms, sigma_intensity 0.06 / 0.1, sigma_xy 50 / 5; see the module
 docstring of :mod:`wss_monai.losses.filters`): with the best global rescaling (not available in

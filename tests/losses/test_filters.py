@@ -201,3 +201,43 @@ def test_fast_filter_on_gpu_matches_cpu():
     cpu = AffinityFilter(6.0, 0.1, "fast").prepare(image)(probs)
     gpu = AffinityFilter(6.0, 0.1, "fast").prepare(image.cuda())(probs.cuda())
     torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("include_self", [True, False])
+def test_moments_and_their_gradient_match_the_explicit_matrix(include_self):
+    """(S_k^T W S_k, d^T S_k) and their gradient (autograd through W built by pair loops)."""
+    torch.manual_seed(3)
+    image = torch.rand(2, 2, 5, 6, dtype=torch.float64)
+    values = torch.rand(2, 3, 5, 6, dtype=torch.float64, requires_grad=True)
+    op = AffinityFilter(2.0, [0.3, 0.4], "exact", include_self=include_self).prepare(image)
+    assoc, volume = op.moments(values)
+    w = loop_affinity(image, 2.0, [0.3, 0.4], include_self)
+    s = values.reshape(2, 3, 30)
+    assoc_ref = torch.einsum("bki,bij,bkj->bk", s, w, s)
+    volume_ref = torch.einsum("bki,bi->bk", s, w.sum(-1))
+    torch.testing.assert_close(assoc, assoc_ref)
+    torch.testing.assert_close(volume, volume_ref)
+    weights_a, weights_v = torch.randn(2, 3, dtype=torch.float64), torch.randn(2, 3, dtype=torch.float64)
+    (grad,) = torch.autograd.grad((assoc * weights_a + volume * weights_v).sum(), values)
+    (grad_ref,) = torch.autograd.grad((assoc_ref * weights_a + volume_ref * weights_v).sum(), values)
+    torch.testing.assert_close(grad, grad_ref)
+
+
+@pytest.mark.parametrize("method", ["exact", "fast"])
+def test_moments_gradcheck_and_backward_filters_nothing(method):
+    torch.manual_seed(4)
+    image = torch.rand(2, 1, 5, 6, dtype=torch.float64)
+    op = AffinityFilter(2.0, 0.3, method).prepare(image)
+    values = torch.rand(2, 2, 5, 6, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda v: op.moments(v), (values,))
+    calls = []
+    inner = op._filter
+    op._filter = lambda v: calls.append(v.shape[1]) or inner(v)
+    assoc, volume = op.moments(values)
+    (assoc.sum() + 2.0 * volume.sum()).backward()
+    assert calls == [3]  # one filtering of [S, 1] (2 + 1 channels), none in the backward pass
+
+
+def test_operators_report_their_method():
+    assert AffinityFilter(5.0, 0.1).prepare(torch.rand(1, 1, 8, 8)).method == "exact"
+    assert AffinityFilter(5.0, 0.1).prepare(torch.rand(1, 1, 64, 64)).method == "fast"

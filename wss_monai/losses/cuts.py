@@ -15,14 +15,12 @@ EPS = 1e-12
 """Added to each class's weighted size d^T S_k; its square stays representable in float32."""
 
 
-def normalized_cut(probs: torch.Tensor, filtered: torch.Tensor, degree: torch.Tensor) -> torch.Tensor:
+def normalized_cut(assoc: torch.Tensor, volume: torch.Tensor) -> torch.Tensor:
     """Per image ``sum_k [1 - S_k^T W S_k / (d^T S_k)]`` = eq. 5 (W symmetric), shape (B,).
 
-    ``filtered`` is ``W S`` and ``degree`` is ``d = W 1``. A class absent from an image
-    (``d^T S_k = 0``) contributes its limit 1 and no gradient, instead of 0/0.
+    ``assoc`` (B, C) is ``S_k^T W S_k`` and ``volume`` (B, C) is ``d^T S_k``, d = W 1. A class
+    absent from an image (``d^T S_k = 0``) contributes its limit 1 and no gradient, instead of 0/0.
     """
-    assoc = (probs * filtered).sum(dim=(2, 3))  # (B, C): S_k^T W S_k
-    volume = (probs * degree).sum(dim=(2, 3))  # (B, C): d^T S_k
     return (1.0 - assoc / (volume + EPS)).sum(dim=1)
 
 
@@ -59,8 +57,8 @@ class NormalizedCutLoss(AffinityEnergyLoss):
         >>> value = loss(probs, image=torch.rand(2, 1, 64, 64))
     """
 
-    def energy(self, probs: torch.Tensor, filtered: torch.Tensor, degree: torch.Tensor) -> torch.Tensor:
-        return normalized_cut(probs, filtered, degree)
+    def energy(self, assoc: torch.Tensor, volume: torch.Tensor, pixels: int) -> torch.Tensor:
+        return normalized_cut(assoc, volume)
 
 
 class KernelCutLoss(LossTerm):
@@ -129,12 +127,12 @@ class KernelCutLoss(LossTerm):
         with autocast_off(probs.device):
             probs, image = prepare_maps(type(self).__name__, probs, image, self.scale_factor)
             op = self.affinity.scaled(self.scale_factor).prepare(image, probs.dtype)
-            filtered, degree = op(probs), op.degree()
+            assoc, volume = op.moments(probs)  # one filtering; the backward pass filters nothing
             n = probs.shape[-2] * probs.shape[-1]
-            values = potts_energy(probs, filtered, degree) / n
+            values = potts_energy(assoc, volume) / n
             if self.gamma:
                 if not self.shared:
                     nc_op = self.nc_affinity.scaled(self.scale_factor).prepare(image, probs.dtype)
-                    filtered, degree = nc_op(probs), nc_op.degree()
-                values = values + self.gamma * normalized_cut(probs, filtered, degree)
+                    assoc, volume = nc_op.moments(probs)
+                values = values + self.gamma * normalized_cut(assoc, volume)
         return reduce(values, self.reduction)

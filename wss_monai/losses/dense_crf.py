@@ -39,17 +39,22 @@ def check_scale(scale_factor: float) -> float:
     return scale_factor
 
 
-def potts_energy(probs: torch.Tensor, filtered: torch.Tensor, degree: torch.Tensor) -> torch.Tensor:
-    """Per image ``sum_k S_k^T W (1 - S_k) = sum_k (d^T S_k - S_k^T W S_k)`` (W symmetric), shape (B,)."""
-    return (probs * (degree - filtered)).sum(dim=(1, 2, 3))
+def potts_energy(assoc: torch.Tensor, volume: torch.Tensor) -> torch.Tensor:
+    """Per image ``sum_k S_k^T W (1 - S_k) = sum_k (d^T S_k - S_k^T W S_k)`` (W symmetric), shape (B,).
+
+    ``assoc`` (B, C) is ``S_k^T W S_k`` and ``volume`` (B, C) is ``d^T S_k``, d = W 1 (see
+    :meth:`~wss_monai.losses.filters.AffinityOperator.moments`).
+    """
+    return (volume - assoc).sum(dim=1)
 
 
 class AffinityEnergyLoss(LossTerm):
     """Shared machinery of the losses built on one Gaussian affinity W (DenseCRF, normalized cut).
 
     Builds W from the batch key ``image`` (resized with the probabilities by ``scale_factor``),
-    applies it once, and reduces the per-image values that :meth:`energy` computes from
-    ``S``, ``W S`` and the degrees ``d = W 1``.
+    filters ``[S, 1]`` once, and reduces the per-image values that :meth:`energy` computes from
+    the per-class forms ``S_k^T W S_k`` and ``d^T S_k`` (d = W 1). The backward pass reuses
+    ``W S`` and ``d`` from the forward pass (W is symmetric): it filters nothing.
     """
 
     def __init__(self, sigma_xy: float = 80.0, sigma_intensity: float | Sequence[float] = 0.06,
@@ -60,8 +65,8 @@ class AffinityEnergyLoss(LossTerm):
         self.scale_factor = check_scale(scale_factor)
         self.reduction = self._check_reduction(reduction)
 
-    def energy(self, probs: torch.Tensor, filtered: torch.Tensor, degree: torch.Tensor) -> torch.Tensor:
-        """Per-image values (B,) from S (B, C, H, W), W S (B, C, H, W) and d = W 1 (B, 1, H, W)."""
+    def energy(self, assoc: torch.Tensor, volume: torch.Tensor, pixels: int) -> torch.Tensor:
+        """Per-image values (B,) from ``S_k^T W S_k`` and ``d^T S_k`` (each (B, C)) on maps of ``pixels`` pixels."""
         raise NotImplementedError
 
     def forward(self, probs: torch.Tensor, image: torch.Tensor | None = None, **_: object) -> torch.Tensor:
@@ -70,7 +75,8 @@ class AffinityEnergyLoss(LossTerm):
         with autocast_off(probs.device):
             probs, image = prepare_maps(type(self).__name__, probs, image, self.scale_factor)
             op: AffinityOperator = self.affinity.scaled(self.scale_factor).prepare(image, probs.dtype)
-            values = self.energy(probs, op(probs), op.degree())
+            assoc, volume = op.moments(probs)
+            values = self.energy(assoc, volume, probs.shape[-2] * probs.shape[-1])
         return reduce(values, self.reduction)
 
 
@@ -124,5 +130,5 @@ class DenseCRFLoss(AffinityEnergyLoss):
         >>> value.backward()
     """
 
-    def energy(self, probs: torch.Tensor, filtered: torch.Tensor, degree: torch.Tensor) -> torch.Tensor:
-        return potts_energy(probs, filtered, degree) / (probs.shape[-2] * probs.shape[-1])
+    def energy(self, assoc: torch.Tensor, volume: torch.Tensor, pixels: int) -> torch.Tensor:
+        return potts_energy(assoc, volume) / pixels

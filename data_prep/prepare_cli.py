@@ -217,7 +217,7 @@ def run(args) -> int:
     options = build_options(args, module.SPEC)
     if args.workers < 1:
         raise InputError(None, "--workers must be at least 1")
-    labels_optional = annotation_cli.paints(args)
+    labels_optional = annotation_cli.given(args)
     if args.source == "custom":
         cases = custom.find_cases(args.src, args.images, args.labels, args.listing, labels_optional=labels_optional)
     else:

@@ -81,7 +81,7 @@ def find_cases(src: str | Path, images: str | None = None, labels: str | None = 
         cases = _cases_from_patterns(src, images, labels, labels_optional)
     else:
         raise InputError(None, "custom data needs --images and --labels patterns, or --csv "
-                         "(or --images with weak annotations: --weak-labels, --markups, --points or --boxes)")
+                         "(or --images with your own annotations: --weak-labels, --markups, --points, --boxes, --tags or --size-estimates)")
     if not cases:
         where = listing if listing is not None else src
         raise InputError(where, "no cases found" + (f" matching {images!r}" if listing is None else ""))

@@ -93,29 +93,46 @@ def survival(raw: np.ndarray, prepared: np.ndarray, plan: InplanePlan, axes: tup
     A stroke is a connected group of one class's pixels on one slice (8-connected); it survives
     when at least one of its pixels lies under a prepared pixel of its class.
     """
-    index = [None, None, None]
-    index[slice_axis] = np.arange(raw.shape[slice_axis])
-    for a, axis in enumerate(axes):
-        index[axis] = centre_index(raw.shape[axis], plan.scaled[a], plan.offset[a])
-    inside = [np.clip(ix, 0, prepared.shape[ax] - 1) for ax, ix in enumerate(index)]
-    valid = [(ix >= 0) & (ix < prepared.shape[ax]) for ax, ix in enumerate(index)]
-    landed = prepared[np.ix_(*inside)]
-    in_view = np.ones(raw.shape, dtype=bool)
-    for ax, ok in enumerate(valid):
-        shape = [1, 1, 1]
-        shape[ax] = -1
-        in_view &= ok.reshape(shape)
     structure = np.zeros((3, 3, 3), dtype=bool)
     plane = [slice(None)] * 3
     plane[slice_axis] = 1
     structure[tuple(plane)] = True  # 8-connected within a slice, never across slices
     stats = {}
+    window = _window(raw != UNANNOTATED)  # strokes are sparse: look only at their bounding box
+    if window is not None:
+        landed, in_view = _landing(raw.shape, prepared, plan, axes, slice_axis, window)
     for cls in range(n_classes + 1):
-        mask = raw == cls
-        pixels = int(np.count_nonzero(mask))
+        stats[cls] = {"pixels": 0, "pixels_kept": 0, "strokes": 0, "strokes_kept": 0}
+        if window is None:
+            continue
+        mask = raw[window] == cls
+        if not mask.any():
+            continue
         kept_mask = mask & in_view & (landed == cls)
         strokes, count = ndimage.label(mask, structure=structure)
-        kept_strokes = len(np.unique(strokes[kept_mask])) if count else 0
-        stats[cls] = {"pixels": pixels, "pixels_kept": int(np.count_nonzero(kept_mask)),
-                      "strokes": int(count), "strokes_kept": int(kept_strokes)}
+        stats[cls] = {"pixels": int(np.count_nonzero(mask)), "pixels_kept": int(np.count_nonzero(kept_mask)),
+                      "strokes": int(count), "strokes_kept": len(np.unique(strokes[kept_mask]))}
     return stats
+
+
+def _landing(shape, prepared, plan, axes, slice_axis, window):
+    """For each raw voxel of ``window``: the prepared value where its centre lands, and whether it lands inside."""
+    index = [None, None, None]
+    index[slice_axis] = np.arange(shape[slice_axis])
+    for a, axis in enumerate(axes):
+        index[axis] = centre_index(shape[axis], plan.scaled[a], plan.offset[a])
+    index = [ix[window[ax]] for ax, ix in enumerate(index)]
+    inside = [np.clip(ix, 0, prepared.shape[ax] - 1) for ax, ix in enumerate(index)]
+    landed = prepared[np.ix_(*inside)]
+    in_view = np.ones(landed.shape, dtype=bool)
+    for ax, ix in enumerate(index):
+        shape_ax = [1, 1, 1]
+        shape_ax[ax] = -1
+        in_view &= ((ix >= 0) & (ix < prepared.shape[ax])).reshape(shape_ax)
+    return landed, in_view
+
+
+def _window(mask: np.ndarray) -> tuple[slice, ...] | None:
+    """The bounding box of ``mask`` (None when empty)."""
+    found = ndimage.find_objects(mask.astype(np.uint8))
+    return found[0] if found else None

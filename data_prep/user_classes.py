@@ -129,7 +129,7 @@ def value_lookup(pairs: tuple[tuple[int, str], ...] | None, vocab: ClassVocabula
 
 def map_values(array: np.ndarray, lookup: dict[int, int] | None, vocab: ClassVocabulary, path) -> np.ndarray:
     """A label-map file's values -> uint8 classes (255 unannotated); an undeclared value names the file."""
-    present = [int(v) for v in np.unique(array)]
+    present = _values(array)
     if lookup is None:  # the default: 0 = none, any other value = the raw label value it equals
         lookup = {0: UNANNOTATED}
         for value in present:
@@ -144,12 +144,24 @@ def map_values(array: np.ndarray, lookup: dict[int, int] | None, vocab: ClassVoc
     if unknown:
         shown = ", ".join(str(v) for v in unknown[:10]) + (" ..." if len(unknown) > 10 else "")
         raise InputError(path, f"annotation values {{{shown}}} not declared (declared: {rule}); map them with --weak-values")
+    if min(present) >= 0 and max(present) < 65536:  # a lookup table: one pass over the volume
+        table = np.full(max(present) + 1, UNANNOTATED, dtype=np.uint8)
+        for value in present:
+            table[value] = lookup[value]
+        return table[array]
     out = np.full(array.shape, UNANNOTATED, dtype=np.uint8)
     for value in present:
         cls = lookup[value]
         if cls != UNANNOTATED:
             out[array == value] = cls
     return out
+
+
+def _values(array: np.ndarray) -> list[int]:
+    """The distinct values of an integer array (a count of small unsigned values is faster than sorting)."""
+    if array.dtype.kind == "u" and array.dtype.itemsize <= 2:
+        return [int(v) for v in np.flatnonzero(np.bincount(array.ravel()))]
+    return [int(v) for v in np.unique(array)]
 
 
 def _items(text: str | None, option: str) -> list[tuple[str, str]]:

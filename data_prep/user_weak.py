@@ -26,7 +26,6 @@ from data_prep.markups import WorldPoint, read_markups
 from data_prep.points import paint_points
 from data_prep.resample import InplanePlan
 from data_prep.size_knowledge import Estimate
-from data_prep.slicing import take_slice
 from data_prep.tags import Tag, check_painted, slice_tags
 from data_prep.thin_resample import resample_annotation, survival
 from data_prep.user_classes import ClassVocabulary
@@ -117,22 +116,33 @@ def annotate_case(knowledge: CaseKnowledge, options: UserOptions, image: Volume,
         if points:
             stats["point_pixels"] = paint_points(weak, points, shape, image.affine, plan, axes, slice_axis, spacing2d,
                                                  options.point_radius_mm)
+    if mask_classes is not None and not knowledge.tags:
+        # A full mask says everything about presence; only a tags file needs checking against it.
+        return CaseAnnotation(weak=weak, painted=[], known=[], stats=stats)
     painted = [set() for _ in range(n_slices)]
-    if weak is not None:
-        for k in range(n_slices):
-            present = np.unique(take_slice(weak, slice_axis, k))
-            painted[k] = {int(c) for c in present if 0 < c < UNANNOTATED}
+    for source in (weak, mask_classes):
+        if source is not None:
+            for k, classes in enumerate(classes_per_slice(source, slice_axis, n_classes)):
+                painted[k] |= classes
     for k, classes in boxed.items():
         painted[k] |= classes
-    if mask_classes is not None:
-        for k in range(n_slices):
-            painted[k] |= {int(c) for c in np.unique(take_slice(mask_classes, slice_axis, k)) if c > 0}
     check_painted(list(knowledge.tags), painted, volume)
     known = slice_tags(list(knowledge.tags), n_slices, n_classes)
     for k in range(n_slices):
         for cls in painted[k]:
             known[k][cls - 1] = 1
     return CaseAnnotation(weak=weak, painted=painted, known=known, stats=stats)
+
+
+def classes_per_slice(volume: np.ndarray, slice_axis: int, n_classes: int) -> list[set[int]]:
+    """The target classes (1..K) present on each slice of ``volume``."""
+    inplane = tuple(a for a in range(3) if a != slice_axis)
+    present = [np.flatnonzero((volume == cls).any(axis=inplane)) for cls in range(1, n_classes + 1)]
+    found = [set() for _ in range(volume.shape[slice_axis])]
+    for cls, slices in enumerate(present, start=1):
+        for k in slices:
+            found[k].add(cls)
+    return found
 
 
 def _merge(first: np.ndarray, second: np.ndarray, path: str) -> np.ndarray:

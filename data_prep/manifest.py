@@ -58,11 +58,13 @@ def write_outputs(root: Path, src: Path, results, splits, common, reference, opt
 def _entries_and_rows(results, splits, common, options):
     entries = {split: [] for split in SPLITS}
     rows = []
-    sources: dict[str, set[str]] = {rule: set() for rule in RULES}
+    sources: dict[str, set[str]] = {rule: set() for rule in RULES}  # of the training slices' bounds
+    unused: dict[str, set[str]] = {rule: set() for rule in RULES}
     primary = options.weak[0] if options.weak else None
     for result in results:
         case = result.case
         split = splits[case.patient]
+        found_in = sources if split == "training" else unused
         for item in result.slices:
             pixel_mm2 = item.spacing[0] * item.spacing[1]
             slice_common = common
@@ -74,7 +76,7 @@ def _entries_and_rows(results, splits, common, options):
                 if slice_common is None:
                     bounds = {rule: value for rule, value in bounds.items() if rule not in ("upper", "common")}
                 for rule in bounds:
-                    sources[rule].add("full masks" if rule not in ("upper", "common") else _common_source(options))
+                    found_in[rule].add("full masks" if rule not in ("upper", "common") else _common_source(options))
                 entry = {
                     "image": item.files["image"],
                     "label": item.files["label"],
@@ -94,13 +96,12 @@ def _entries_and_rows(results, splits, common, options):
                 bounds, found = known_bounds(known, item.n_pixels, slice_common, item.estimates, result.volume_estimates,
                                              item.n_pixels * len(result.slices))
                 for rule, where in found.items():
-                    sources[rule].update(where)
+                    found_in[rule].update(where)
                 if "tags" in bounds:
-                    sources["tags"].update(_tag_sources(options, known))
-                if "upper" in bounds or "common" in bounds:
-                    for rule in ("upper", "common"):
-                        if rule in bounds:
-                            sources[rule].add(_common_source(options))
+                    found_in["tags"].update(_tag_sources(options, known))
+                for rule in ("upper", "common"):
+                    if rule in bounds:
+                        found_in[rule].add(_common_source(options))
                 entry = {
                     "image": item.files["image"],
                     "weak": dict(item.files["weak"]),
@@ -169,7 +170,9 @@ def _tag_sources(options, known) -> set[str]:
 
 
 def _provenance(options, sources: dict[str, set[str]], reference) -> dict:
-    """Where every weak label and bound came from: dataset.json's short form."""
+    """Where every weak label and the training slices' bounds came from: dataset.json's short form.
+
+    A rule no training slice has is left out (validation and test slices have full masks)."""
     weak = {}
     for strategy in options.weak:
         weak[strategy] = "generated" if strategy in options.generated else "user file"

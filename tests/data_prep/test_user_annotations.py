@@ -270,6 +270,9 @@ def test_masked_cases_can_be_scored_and_others_train(tmp_path, prepare_cli):
     assert all("label" in e for e in dataset["validation"] + dataset["test"])
     assert all("label" not in e for e in dataset["training"])
     assert "common" not in dataset["training"][0]["bounds"]  # no training patient has a mask: no reference
+    # Provenance describes the training slices: the masks of validation and test give them nothing.
+    assert dataset["provenance"]["bounds"] == {"tags": "annotations"}
+    assert dataset["provenance"]["weak"]["user"] == "user file" and dataset["provenance"]["weak"]["erosion"] == "generated"
 
 
 def test_a_label_map_contradicting_the_boxes_is_refused(tmp_path, prepare_cli):

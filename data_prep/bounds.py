@@ -79,3 +79,40 @@ def slice_bounds(
         rules["individual"].append(scaled_bounds(size, options.individual_margins))
         rules["volume3d"].append(scaled_bounds(volume_sizes[cls], options.individual_margins))
     return rules
+
+
+def known_bounds(
+    known: list[int | None],
+    n_pixels: int,
+    common: list[tuple[float, float]] | None,
+    estimates: list[list[float] | None] | None,
+    volume_estimates: list[list[float] | None] | None,
+    volume_pixels: int | None = None,
+) -> tuple[dict[str, list[list[float]]], dict[str, set[str]]]:
+    """The rules that can be derived for a slice without a full mask, and where each came from.
+
+    ``known`` per class: 1 present, 0 absent (stated by a tag or an estimate of 0), None unknown.
+    A rule is left out when nothing gives it for any class; for a class the rule knows nothing
+    about, the pair is the vacuous ``[0, |Omega|]`` (never ``[0, 0]``, which means absent):
+
+    - ``tags``: present ``(1, |Omega|)``, absent ``(0, 0)``, unknown vacuous; needs one known class.
+    - ``upper`` / ``common``: present ``(1, b)`` / ``(a, b)``, absent ``(0, 0)``, unknown ``(0, b)``
+      (the size is 0 or within the range); need common bounds (reference patients or typed).
+    - ``individual`` / ``volume3d``: from the size estimates of the slice / of the volume.
+    """
+    rules: dict[str, list[list[float]]] = {}
+    found: dict[str, set[str]] = {}
+    vacuous = [0, int(n_pixels)]
+    if any(k is not None for k in known):
+        rules["tags"] = [vacuous if k is None else ([1, int(n_pixels)] if k else [0, 0]) for k in known]
+    if common is not None:
+        rules["upper"], rules["common"] = [], []
+        for k, (low, high) in zip(known, common):
+            rules["upper"].append([0, high] if k is None else ([1, high] if k else [0, 0]))
+            rules["common"].append([0, high] if k is None else ([low, high] if k else [0, 0]))
+    whole = [0, int(volume_pixels if volume_pixels is not None else n_pixels)]
+    for rule, values, nothing in (("individual", estimates, vacuous), ("volume3d", volume_estimates, whole)):
+        if values is not None:
+            rules[rule] = [nothing if v is None else list(v) for v in values]
+            found[rule] = {"estimated"}
+    return {rule: rules[rule] for rule in RULES if rule in rules}, found

@@ -10,11 +10,13 @@ import argparse
 import textwrap
 from pathlib import Path
 
+from data_prep import annotation_cli
 from data_prep.bounds import BoundOptions
 from data_prep.errors import InputError
 from data_prep.intensity import DEFAULT_PERCENTILES
 from data_prep.prepare import PrepareOptions, prepare
 from data_prep.resample import MODES
+from data_prep.size_knowledge import parse_mm2_bounds
 from data_prep.sources import SourceSpec, acdc, custom, promise12, vertebral
 from data_prep.weak_labels import STRATEGIES, WeakOptions
 
@@ -47,6 +49,7 @@ def add_parsers(subparsers) -> None:
             _add_custom_options(parser)
         _add_geometry_options(parser, spec)
         _add_weak_options(parser, spec)
+        annotation_cli.add_annotation_options(parser)
         _add_bound_options(parser)
         _add_split_options(parser, spec)
         parser.set_defaults(func=run, source=name)
@@ -77,7 +80,8 @@ def _add_custom_options(parser) -> None:
         help="image path pattern relative to --src with {case} (and optionally {patient}), e.g. 'imagesTr/{case}.nii.gz'; "
         "a DICOM series is a folder: '{patient}/{case}/image'",
     )
-    group.add_argument("--labels", help="label path pattern using the same placeholders, e.g. 'labelsTr/{case}.nii.gz'")
+    group.add_argument("--labels", help="label path pattern using the same placeholders, e.g. 'labelsTr/{case}.nii.gz'; "
+                       "optional with your own annotations (a case without a label file is weak-only)")
     group.add_argument("--csv", dest="listing", type=Path, help="CSV with columns image,label[,patient][,case] instead of patterns")
     group.add_argument(
         "--label-values",
@@ -160,7 +164,8 @@ def _add_bound_options(parser) -> None:
     group.add_argument(
         "--reference-patient",
         default=None,
-        help="patient whose full masks give the common bounds (default: the first training patient by ID)",
+        help="patient(s) whose full masks give the common bounds, e.g. 'p1' or 'p1,p2' (default: the first training "
+        "patient with full masks by ID; none when no training patient has them)",
     )
     group.add_argument(
         "--common-margins", default="0.9,1.1", help="factors on the reference's min and max size (default 0.9,1.1, eq. 6)"
@@ -212,11 +217,15 @@ def run(args) -> int:
     options = build_options(args, module.SPEC)
     if args.workers < 1:
         raise InputError(None, "--workers must be at least 1")
+    labels_optional = annotation_cli.given(args)
     if args.source == "custom":
-        cases = custom.find_cases(args.src, args.images, args.labels, args.listing)
+        cases = custom.find_cases(args.src, args.images, args.labels, args.listing, labels_optional=labels_optional)
     else:
-        cases = module.find_cases(args.src)
-    prepare(cases, options, args.src, args.out, workers=args.workers, overwrite=args.overwrite)
+        cases = module.find_cases(args.src, labels_optional=labels_optional)
+    knowledge = None
+    if options.user is not None:
+        knowledge = annotation_cli.case_knowledge(args, options.user, cases, args.src)
+    prepare(cases, options, args.src, args.out, workers=args.workers, overwrite=args.overwrite, knowledge=knowledge)
     return 0
 
 
@@ -237,15 +246,26 @@ def build_options(args, spec: SourceSpec) -> PrepareOptions:
     outside = sorted({v for raws in class_map for v in raws} - set(label_values))
     if outside:
         raise InputError(None, f"--targets value(s) {outside} are not label values of {spec.name} {sorted(label_values)}")
+    user = annotation_cli.user_options(args, class_map, label_values, class_names, short_names)
+    user_name = user.name if user is not None and user.paints else None
     weak = tuple(s.strip() for s in args.weak.split(",") if s.strip())
-    unknown = [s for s in weak if s not in STRATEGIES]
+    unknown = [s for s in weak if s not in STRATEGIES and s != user_name]
     if unknown:
-        raise InputError(None, f"unknown --weak strategy {', '.join(unknown)}; choose from {', '.join(STRATEGIES)}")
+        hint = "" if user_name else " (your own annotations: --weak-labels, --markups, --points or --boxes)"
+        raise InputError(None, f"unknown --weak strategy {', '.join(unknown)}; choose from {', '.join(STRATEGIES)}"
+                         + (f" or {user_name}" if user_name else "") + hint)
+    if user_name and user_name not in weak:
+        weak = (user_name, *weak)  # the user's annotations are the primary strategy
     common_values = None
     if args.common_bounds:
         common_values = tuple(_pair(v, "--common-bounds") for v in args.common_bounds)
         if len(common_values) != len(class_map):
             raise InputError(None, f"--common-bounds gives {len(common_values)} pairs for {len(class_map)} target classes")
+    common_mm2 = parse_mm2_bounds(args.common_bounds_mm2, len(class_map))
+    if common_mm2 is not None and common_values is not None:
+        raise InputError(None, "give common bounds once: --common-bounds (px) or --common-bounds-mm2, not both")
+    if common_mm2 is not None and args.reference_patient:
+        raise InputError(None, "give common bounds once: --reference-patient or --common-bounds-mm2, not both")
     return PrepareOptions(
         source=spec.name,
         name=args.name or f"{spec.name}-{'-'.join(short_names)}",
@@ -272,6 +292,8 @@ def build_options(args, spec: SourceSpec) -> PrepareOptions:
         ),
         reference_patient=args.reference_patient,
         common_values=common_values,
+        common_mm2=common_mm2,
+        user=user,
         val=args.val,
         test=args.test,
         val_patients=_names(args.val_patients),

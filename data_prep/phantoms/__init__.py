@@ -32,12 +32,14 @@ def first_index(dataset: str) -> int:
 
 
 def generate(dataset: str, out: str | Path, cases: int | None = None, seed: int = 0, small: bool = False,
-             workers: int = 1, overwrite: bool = False, **overrides) -> Path:
+             workers: int = 1, overwrite: bool = False, annotator: int | None = None, **overrides) -> Path:
     """Write a phantom of ``dataset`` under ``out`` and return ``out``.
 
     ``cases`` defaults to the real dataset's training count (ACDC 100, PROMISE12 50,
     vertebral 23). ``out`` must not exist or be an empty folder unless ``overwrite``; it appears
-    only once complete. Bad arguments raise :class:`~data_prep.errors.InputError`.
+    only once complete. ``annotator`` (ACDC only): write annotator-like annotations and keep full
+    masks for the last ``annotator`` patients only (see :mod:`data_prep.phantoms.annotator`).
+    Bad arguments raise :class:`~data_prep.errors.InputError`.
     """
     if dataset not in DATASETS:
         raise InputError(None, f"unknown phantom dataset {dataset!r}; choose from {', '.join(DATASETS)}")
@@ -49,6 +51,13 @@ def generate(dataset: str, out: str | Path, cases: int | None = None, seed: int 
     if int(workers) < 1:
         raise InputError(out, f"--workers must be at least 1, got {workers}")
     config = _config(module, out, small, overrides)
+    if annotator is not None:
+        if dataset != "acdc":
+            raise InputError(out, "--annotator applies to acdc only")
+        if not 0 <= int(annotator) <= count:
+            raise InputError(out, f"--annotator keeps full masks for 0 to {count} patients, got {annotator}")
+        start = first_index(dataset)
+        config = dataclasses.replace(config, annotator=True, masked_from=start + count - int(annotator))
     clean_stale(out)  # temporaries of killed runs (see data_prep.atomic)
     replace = _check_destination(out, overwrite)
     start = first_index(dataset)

@@ -51,6 +51,8 @@ class Config(PhantomConfig):
     inplane: int | None = None
     slices: int | None = None
     frames: int | None = None
+    annotator: bool = False  # annotator-like annotations (see data_prep.phantoms.annotator)
+    masked_from: int = 1  # with ``annotator``: patients from this index on keep their full masks
 
     @classmethod
     def small(cls) -> "Config":
@@ -327,4 +329,25 @@ def write_case(root: Path, index: int, rng: np.random.Generator, cfg: Config) ->
     save_nifti(_nifti(cine.frames, patient, (patient.frame_ms,)), folder / f"{name}_4d.nii.gz")
     for frame, label in cine.labels.items():
         save_nifti(_nifti(np.asfortranarray(cine.frames[..., frame - 1]), patient), folder / f"{name}_frame{frame:02d}.nii.gz")
-        save_nifti(_nifti(label, patient), folder / f"{name}_frame{frame:02d}_gt.nii.gz")
+        if not cfg.annotator or index >= cfg.masked_from:
+            save_nifti(_nifti(label, patient), folder / f"{name}_frame{frame:02d}_gt.nii.gz")
+    if cfg.annotator:
+        # Drawn after the rendering, from a generator of its own: the images are the same bytes either way.
+        from data_prep.phantoms import annotator
+
+        draw = np.random.default_rng(int(rng.integers(2**63)))
+        rows = {"tags": [], "estimates": []}
+        for frame, label in cine.labels.items():
+            found = annotator.annotate_frame(folder, f"{name}_frame{frame:02d}", label, _nifti(label, patient), draw,
+                                             lps=index % 2 == 1, spacing=patient.spacing)
+            rows["tags"] += found["tags"]
+            rows["estimates"] += found["estimates"]
+        annotator.write_rows(folder, rows)
+
+
+def finish(root: Path, cfg: Config) -> None:
+    """After every case is written: the annotator's tables at the root."""
+    if cfg.annotator:
+        from data_prep.phantoms import annotator
+
+        annotator.merge_tables(root)

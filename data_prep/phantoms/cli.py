@@ -29,6 +29,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="tiny volumes (about 64 pixels square, a few slices) for tests and quick demos")
     parser.add_argument("--workers", type=int, default=1, metavar="N", help="processes generating cases in parallel (default 1)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out")
+    parser.add_argument("--annotator", type=int, default=None, metavar="N",
+                        help="acdc only: annotator-like annotations instead of full masks: scribble label maps (public "
+                        "ACDC convention, 4 = unannotated), clicks as 3D Slicer markups, tags.csv, size_estimates.csv; "
+                        "full masks (_gt) for the last N patients only")
     sizes = parser.add_argument_group("sizes (override the drawn ones; the spacing follows to keep the field of view)")
     sizes.add_argument("--inplane", type=int, default=None, metavar="N", help="in-plane size in voxels (square)")
     sizes.add_argument("--slices", type=int, default=None, metavar="N", help="number of slices")
@@ -43,6 +47,6 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(args.out, "--frames applies to acdc only")
     sizes = {name: getattr(args, name) for name in ("inplane", "slices", "frames") if getattr(args, name) is not None}
     root = generate(args.dataset, args.out, cases=args.cases, seed=args.seed, small=args.small,
-                    workers=args.workers, overwrite=args.overwrite, **sizes)
+                    workers=args.workers, overwrite=args.overwrite, annotator=args.annotator, **sizes)
     print(root)
     return 0

@@ -52,6 +52,8 @@ def generate_cases(module: ModuleType, out: Path, indices: list[int], seed: int,
                 jobs = [pool.submit(write_one, module.__name__, str(tmp), i, seed, config) for i in indices]
                 for job in tqdm(as_completed(jobs), **progress):
                     job.result()
+        if hasattr(module, "finish"):
+            module.finish(tmp, config)  # dataset-level files, once every case is there
     return out
 
 

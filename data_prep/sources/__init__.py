@@ -17,7 +17,7 @@ from data_prep.errors import InputError
 
 @dataclass(frozen=True)
 class Case:
-    """One 3D image with its full label map.
+    """One 3D image with its full label map (``label`` None: a weak-only case, annotated by the user).
 
     ``patient`` groups the volumes that must stay in one split (ACDC: the ED and ES frames of a
     patient); ``volume`` is unique and safe as a file name; ``group`` is the stratum for a
@@ -27,7 +27,7 @@ class Case:
     patient: str
     volume: str
     image: Path
-    label: Path
+    label: Path | None
     group: str | None = None
     info: dict = field(default_factory=dict, compare=False)
 
@@ -61,9 +61,12 @@ def require_folder(src: str | Path) -> Path:
     return src
 
 
-def require_label(image: Path, label: Path) -> Path:
-    """``label`` if it exists; otherwise an InputError naming the missing label file."""
+def require_label(image: Path, label: Path, optional: bool = False) -> Path | None:
+    """``label`` if it exists; otherwise an InputError naming the missing label file, or None when
+    full masks are ``optional`` (the user gave weak annotations: the case is weak-only)."""
     if not label.exists() and not label.is_symlink():  # a broken link or loop: read_volume says which
+        if optional:
+            return None
         raise InputError(label, f"label file missing (expected beside image {image.name})")
     return label
 
@@ -79,7 +82,7 @@ def check_unique_volumes(cases: list[Case], src: Path) -> list[Case]:
 
 
 def paired_by_name(src: str | Path, glob: str, image_name: re.Pattern, label_name: Callable[[re.Match], str],
-                   nothing_found: str) -> list[Case]:
+                   nothing_found: str, labels_optional: bool = False) -> list[Case]:
     """One case per image under ``src`` whose name matches ``image_name`` (group 1 = the case id),
     paired with the label file ``label_name(match)`` in the same folder (the PROMISE12 and
     vertebral layouts); ``nothing_found`` is the error when no image matches."""
@@ -90,6 +93,6 @@ def paired_by_name(src: str | Path, glob: str, image_name: re.Pattern, label_nam
     cases = []
     for image in images:
         match = image_name.fullmatch(image.name)
-        label = require_label(image, image.with_name(label_name(match)))
+        label = require_label(image, image.with_name(label_name(match)), labels_optional)
         cases.append(Case(patient=match.group(1), volume=match.group(1), image=image, label=label))
     return check_unique_volumes(cases, src)

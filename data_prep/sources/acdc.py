@@ -43,8 +43,8 @@ def parse_info_cfg(path: Path) -> dict[str, str]:
     return info
 
 
-def find_cases(src: str | Path) -> list[Case]:
-    """One case per (patient, frame) with a label, sorted by patient then frame."""
+def find_cases(src: str | Path, labels_optional: bool = False) -> list[Case]:
+    """One case per (patient, frame) with a label (or without, when ``labels_optional``), sorted by patient then frame."""
     src = require_folder(src)
     folders = sorted(
         (p for p in src.rglob("patient*") if p.is_dir() and PATIENT_FOLDER.fullmatch(p.name)), key=lambda p: (p.name, str(p))
@@ -53,11 +53,11 @@ def find_cases(src: str | Path) -> list[Case]:
         raise InputError(src, "no ACDC patient folders (patientNNN) found")
     cases: list[Case] = []
     for folder in folders:
-        cases.extend(_patient_cases(folder))
+        cases.extend(_patient_cases(folder, labels_optional))
     return check_unique_volumes(cases, src)
 
 
-def _patient_cases(folder: Path) -> list[Case]:
+def _patient_cases(folder: Path, labels_optional: bool = False) -> list[Case]:
     info_path = folder / "Info.cfg"
     info = parse_info_cfg(info_path) if info_path.exists() else {}
     phases = {_frame_number(info.get("ED")): "ED", _frame_number(info.get("ES")): "ES"}
@@ -71,7 +71,7 @@ def _patient_cases(folder: Path) -> list[Case]:
     cases = []
     for number, image in frames:
         suffix = ".nii.gz" if image.name.endswith(".gz") else ".nii"
-        label = require_label(image, image.with_name(image.name[: -len(suffix)] + "_gt" + suffix))
+        label = require_label(image, image.with_name(image.name[: -len(suffix)] + "_gt" + suffix), labels_optional)
         cases.append(
             Case(
                 patient=folder.name,

@@ -9,6 +9,10 @@ it each case is its own patient). A DICOM series is a folder: ``images="{case}/t
 CSV pairing: a file with columns ``image`` and ``label`` (paths relative to the source folder, or
 absolute) and optionally ``patient`` and ``case``.
 
+Full masks are optional when the user gives weak annotations (``--weak-labels``, ``--markups``,
+``--points``, ``--boxes``): without ``--labels`` every case is weak-only, and with it a case whose
+label file is absent is weak-only (an empty ``label`` cell in a CSV listing likewise).
+
 See data_prep/README.md for a worked example.
 """
 
@@ -66,34 +70,38 @@ def pattern_regex(pattern: str) -> re.Pattern:
     return re.compile("".join(parts))
 
 
-def find_cases(src: str | Path, images: str | None = None, labels: str | None = None, listing: str | Path | None = None) -> list[Case]:
-    """Cases from a pattern pair (``images`` + ``labels``) or from a CSV ``listing``."""
+def find_cases(src: str | Path, images: str | None = None, labels: str | None = None, listing: str | Path | None = None,
+               labels_optional: bool = False) -> list[Case]:
+    """Cases from a pattern pair (``images`` + ``labels``) or from a CSV ``listing``; with
+    ``labels_optional`` (weak annotations given) a missing label makes a weak-only case."""
     src = require_folder(src)
     if listing is not None:
-        cases = _cases_from_csv(src, Path(listing))
-    elif images and labels:
-        cases = _cases_from_patterns(src, images, labels)
+        cases = _cases_from_csv(src, Path(listing), labels_optional)
+    elif images and (labels or labels_optional):
+        cases = _cases_from_patterns(src, images, labels, labels_optional)
     else:
-        raise InputError(None, "custom data needs --images and --labels patterns, or --csv")
+        raise InputError(None, "custom data needs --images and --labels patterns, or --csv "
+                         "(or --images with your own annotations: --weak-labels, --markups, --points, --boxes, --tags or --size-estimates)")
     if not cases:
         where = listing if listing is not None else src
         raise InputError(where, "no cases found" + (f" matching {images!r}" if listing is None else ""))
     return check_unique_volumes(cases, src)
 
 
-def _cases_from_patterns(src: Path, images: str, labels: str) -> list[Case]:
+def _cases_from_patterns(src: Path, images: str, labels: str | None, labels_optional: bool = False) -> list[Case]:
     regex = pattern_regex(images)
-    check_pattern(labels, "--labels")
-    unknown = set(PLACEHOLDER.findall(labels)) - set(PLACEHOLDER.findall(images))
-    if unknown:
-        raise InputError(None, f"label pattern {labels!r} uses {{{', '.join(sorted(unknown))}}} not in the image pattern")
+    if labels is not None:
+        check_pattern(labels, "--labels")
+        unknown = set(PLACEHOLDER.findall(labels)) - set(PLACEHOLDER.findall(images))
+        if unknown:
+            raise InputError(None, f"label pattern {labels!r} uses {{{', '.join(sorted(unknown))}}} not in the image pattern")
     matches = []
     for path in sorted(src.rglob("*")):
         relpath = path.relative_to(src).as_posix()
         match = regex.fullmatch(relpath)
         if match:
             matches.append((relpath, match.groupdict()))
-    label_of = {relpath: fill_pattern(labels, fields) for relpath, fields in matches}
+    label_of = {relpath: fill_pattern(labels, fields) for relpath, fields in matches} if labels is not None else {}
     # A label pattern that the image pattern also matches ("{case}_seg.nii" vs "{case}.nii") would
     # list the label files as images too: a match that is another match's label is not an image.
     label_relpaths = set(label_of.values())
@@ -104,11 +112,12 @@ def _cases_from_patterns(src: Path, images: str, labels: str) -> list[Case]:
         case_id = fields["case"]
         patient = fields.get("patient") or case_id
         volume = case_id if "patient" not in fields or case_id.startswith(patient) else f"{patient}_{case_id}"
-        cases.append(_case(patient, volume, src / relpath, src / label_of[relpath]))
+        label = src / label_of[relpath] if relpath in label_of else None
+        cases.append(_case(patient, volume, src / relpath, label, labels_optional, fields))
     return cases
 
 
-def _cases_from_csv(src: Path, listing: Path) -> list[Case]:
+def _cases_from_csv(src: Path, listing: Path, labels_optional: bool = False) -> list[Case]:
     if not listing.is_file():
         raise InputError(listing, "CSV listing not found")
     try:
@@ -118,25 +127,30 @@ def _cases_from_csv(src: Path, listing: Path) -> list[Case]:
         raise InputError(listing, f"cannot read the CSV listing ({err})") from None
     if not rows:
         return []
-    missing = {"image", "label"} - set(rows[0])
+    missing = {"image"} | (set() if labels_optional else {"label"})
+    missing -= set(rows[0])
     if missing:
         raise InputError(listing, f"CSV listing lacks column(s) {', '.join(sorted(missing))} (needs image,label[,patient][,case])")
     cases = []
     for number, row in enumerate(rows, start=2):
-        image = _resolve(src, row["image"])
-        label = _resolve(src, row["label"])
-        if not row["image"].strip() or not row["label"].strip():
+        label_text = (row.get("label") or "").strip()
+        if not row["image"].strip() or (not label_text and not labels_optional):
             raise InputError(listing, f"line {number}: empty image or label path")
+        image = _resolve(src, row["image"])
+        label = _resolve(src, label_text) if label_text else None
         case_id = (row.get("case") or "").strip() or _stem(image)
         patient = (row.get("patient") or "").strip() or case_id
-        cases.append(_case(patient, case_id, image, label))
+        cases.append(_case(patient, case_id, image, label, labels_optional, {"case": case_id, "patient": patient}))
     return cases
 
 
-def _case(patient: str, volume: str, image: Path, label: Path) -> Case:
+def _case(patient: str, volume: str, image: Path, label: Path | None, labels_optional: bool = False,
+          fields: dict | None = None) -> Case:
     if not image.exists() and not image.is_symlink():  # a broken link or loop: read_volume says which
         raise InputError(image, "image file missing")
-    return Case(patient=_safe(patient), volume=_safe(volume), image=image, label=require_label(image, label))
+    label = None if label is None else require_label(image, label, labels_optional)
+    return Case(patient=_safe(patient), volume=_safe(volume), image=image, label=label,
+                info={"fields": dict(fields)} if fields else {})
 
 
 def _resolve(src: Path, text: str) -> Path:

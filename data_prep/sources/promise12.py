@@ -25,7 +25,7 @@ SPEC = SourceSpec(
 IMAGE_NAME = re.compile(r"(Case\d+)\.mhd", re.IGNORECASE)
 
 
-def find_cases(src: str | Path) -> list[Case]:
+def find_cases(src: str | Path, labels_optional: bool = False) -> list[Case]:
     """One case per ``CaseNN.mhd`` image, paired with ``CaseNN_segmentation.mhd`` in the same folder."""
     return paired_by_name(src, "*.mhd", IMAGE_NAME, lambda m: f"{m.group(1)}_segmentation.mhd",
-                          "no PROMISE12 images (CaseNN.mhd) found")
+                          "no PROMISE12 images (CaseNN.mhd) found", labels_optional)

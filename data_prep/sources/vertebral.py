@@ -26,7 +26,7 @@ SPEC = SourceSpec(
 IMAGE_NAME = re.compile(r"(Img_\d+)\.nii(\.gz)?", re.IGNORECASE)
 
 
-def find_cases(src: str | Path) -> list[Case]:
+def find_cases(src: str | Path, labels_optional: bool = False) -> list[Case]:
     """One case per ``Img_XX.nii`` image, paired with ``Img_XX_Labels.nii`` in the same folder."""
     return paired_by_name(src, "Img_*", IMAGE_NAME, lambda m: f"{m.group(1)}_Labels.nii{m.group(2) or ''}",
-                          "no vertebral-body images (Img_XX.nii) found")
+                          "no vertebral-body images (Img_XX.nii) found", labels_optional)

@@ -47,6 +47,19 @@ def test_the_corpus_covers_the_issue():
         assert needed in names
 
 
+def test_the_corpus_covers_your_own_annotations():
+    """Issue 13's bad inputs: every one is a corpus case run through the real command line."""
+    names = {bad.name for bad in CASES}
+    for needed in (
+        "weak-only-custom", "annotation-shape-mismatch", "annotation-spacing-mismatch",
+        "annotation-orientation-mismatch", "annotation-origin-mismatch", "annotation-undeclared-value",
+        "every-case-annotated", "point-outside-image", "point-undeclared-space", "markups-undeclared-space",
+        "markups-not-json", "markups-not-markups", "csv-unknown-case", "two-classes-one-voxel",
+        "tag-contradicts-annotation", "mm2-bound-without-spacing", "val-needs-masks",
+    ):  # fmt: skip
+        assert needed in names
+
+
 def test_killed_preparation_finishes_byte_identical(tmp_path):
     report = killed_prepare(tmp_path, seed=0)
     assert report.handled, report

@@ -39,7 +39,7 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(nan_term, pr
                                                                     run_bundle, helpers):
     out = tmp_path / "out"
     with pytest.raises(Exception) as caught:
-        run_bundle("wss_size_2d", dataset_dir=str(prepared_acdc), regime="partial", epochs=3, tracking_uri=mlflow_db,
+        run_bundle("wss_segmentation", dataset_dir=str(prepared_acdc), regime="partial", epochs=3, tracking_uri=mlflow_db,
                    run_name="nan-guard", output_dir=str(out),
                    loss_terms=[{"name": "partial_ce"}, {"name": nan_term, "weight": 1.0}])
     error = caught.value

@@ -104,8 +104,6 @@ def test_bad_inputs_name_the_problem(prepared_acdc, mlflow_db, tmp_path, run_bun
     assert "unknown regime 'individul'" in message and "individual" in message and "gated_crf" in message
     message = _input_error(capsys, run_bundle, "wss_segmentation", **{**common, "regime": "individual", "weak": "scribble"})
     assert "weak labels 'scribble'" in message and "erosion, random_disc" in message
-    message = _input_error(capsys, run_bundle, "wss_segmentation", **{**common, "regime": "hybrid_2"})
-    assert "wss_segmentation" in message
     message = _input_error(capsys, run_bundle, "wss_segmentation", **{**common, "regime": "hybrid_9"})
     assert "needs 9 fully annotated training patients" in message
     message = _input_error(capsys, run_bundle, "wss_segmentation", **{**common, "regime": "tags", "dataset_dir": str(tmp_path)})

@@ -291,7 +291,7 @@ def prepare_phantom(out_dir: str | os.PathLike, *, cases: int = 24, size: int = 
 
 
 def bundle_config(regime: str) -> Path:
-    """``bundles/<bundle>/configs/train.json`` of the bundle that runs ``regime`` (:mod:`wss_monai.regimes`)."""
+    """``bundles/wss_segmentation/configs/train.json``, the bundle that runs every regime (:mod:`wss_monai.regimes`)."""
     from wss_monai.regimes import get_regime
 
     return REPO / "bundles" / get_regime(regime).bundle / "configs" / "train.json"
@@ -731,7 +731,7 @@ def run_regimes(
     """Train each regime on a prepared dataset through its bundle and return the comparison table.
 
     Every regime is a real ``python -m monai.bundle run`` of the bundle that runs it
-    (``wss_size_2d``, ``wss_volume_3d`` or ``wss_hybrid``, see :func:`bundle_config`), each in
+    (``wss_segmentation``, see :func:`bundle_config`), each in
     its own process, up to ``parallel`` at a time; the results are read back from MLflow.
 
     Args:

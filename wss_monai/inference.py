@@ -1,23 +1,30 @@
-"""Predict whole volumes of a prepared dataset and write them as NIfTI label maps, in two geometries.
+"""Segment raw scans (no label needed) with a trained model, and write each result in the scan's own geometry.
 
-For each volume of the chosen split (``dataset.json`` ``"volumes"``), the network segments the
-slices of the prepared volume (``volumes/<name>_image.nii``) and the argmax maps are written
+A scan is a NIfTI (``.nii``, ``.nii.gz``), NRRD (``.nrrd``, ``.nhdr``) or MetaImage (``.mha``,
+``.mhd``) file, or a folder holding one DICOM series. For each scan:
 
-- on the prepared grid: ``<out>/prepared/<name>_pred.nii.gz``, the slices stacked along the slice
-  axis with the prepared volume's affine (it overlays ``volumes/<name>_image.nii``);
-- in the original geometry: ``<out>/original/<name>_pred.nii.gz``, mapped back to the raw volume's
-  grid with :func:`data_prep.slicing.restore_volume` (nearest neighbour) and written with the raw
-  image's own header (NIfTI raw data: same qform, sform and shape, quirks included) or its affine
-  (MetaImage, NRRD, DICOM raw data): it overlays the raw image in 3D Slicer or ITK-SNAP.
+1. read it with MONAI's ``LoadImage`` (nibabel for NIfTI, ITK for the rest): an array in file
+   index order (i, j, k) and its affine to RAS mm;
+2. repeat the preprocessing the model was trained with, read from the model card saved beside
+   the checkpoint (``models/preprocessing.json``, :data:`~wss_monai.engine.session.MODEL_CARD`),
+   never from a dataset folder: intensity percentiles to [0, 1], the in-plane plan to the
+   network's slice size, slices along the training slice axis (:mod:`wss_monai.geometry`, the
+   code data_prep prepared the training data with);
+3. segment the slices in batches, then map the labels back with the plan's inverse
+   (:func:`~wss_monai.geometry.invert_plan`, nearest neighbour) to the scan's grid;
+4. write ``<output_dir>/<scan name>_seg.nii.gz`` (uint8; a DICOM series is named after its
+   folder) with the scan's shape and affine: a NIfTI scan lends its whole header (qform, sform,
+   codes), so the segmentation overlays it in 3D Slicer; with ``probabilities`` also
+   ``<scan name>_prob.nii.gz`` (float32, one channel per class on a 4th axis).
 
-The raw dataset is found at ``raw_root`` (default: the ``src`` recorded in ``prep.json``, tried
-against the working folder and the prepared dataset's folder). Without it, only the
-prepared-grid files are written, with a warning. ``<out>/predictions.json`` lists every file.
+Why not MONAI's ``Invertd``: the training slices were made by data_prep with
+:func:`~wss_monai.geometry.apply_plan` (pixel-centre resampling, optional centred pad/crop), not
+by MONAI transforms that record themselves; the inverse of that plan is
+:func:`~wss_monai.geometry.invert_plan`, tested to round-trip (tests/test_geometry.py).
 
-Example (what ``bundles/*/configs/inference.json`` runs)::
-
-    predictor = VolumePredictor(network, "prepared/acdc-lv", "runs/x/inference", split="test")
-    predictor.run()
+A scan that cannot be read, is not 3D, or whose name cannot be a file name is reported with one
+line and skipped; the others are written. :meth:`ScanSegmenter.run` returns the records and
+the run ends with exit code 2 if any scan was skipped.
 """
 
 from __future__ import annotations
@@ -25,189 +32,289 @@ from __future__ import annotations
 import json
 import logging
 import os
-import warnings
-from collections.abc import Sequence
+import re
+import sys
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["VolumePredictor", "find_raw_root", "save_nifti_like_raw"]
+from wss_monai.engine.errors import fail
+from wss_monai.geometry import apply_plan, inplane_axes, invert_plan, normalise_intensity, plan_inplane, stack_slices
+
+__all__ = ["ScanSegmenter", "find_scans", "read_model_card", "load_model", "read_scan", "scan_name", "SCAN_SUFFIXES"]
 
 logger = logging.getLogger("wss_monai.inference")
 
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+SCAN_SUFFIXES = (*NIFTI_SUFFIXES, ".nrrd", ".nhdr", ".mha", ".mhd")
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+BUNDLE = "wss_segmentation"
 
-def find_raw_root(dataset_dir: str | os.PathLike, volumes: Sequence[dict], raw_root: str | os.PathLike | None = None) -> Path | None:
-    """The folder the raw volumes' ``raw_image`` paths are relative to, or None if it cannot be found.
 
-    ``raw_root`` if given (it must exist); else ``prep.json``'s ``src``: as is when absolute,
-    otherwise against the working folder, the prepared dataset's parent and the dataset itself. A
-    candidate counts when it holds the first volume's raw image.
-    """
-    from wss_monai.engine.errors import fail
+class ScanError(ValueError):
+    """A scan that cannot be segmented (unreadable, not 3D, bad name); the message names it."""
 
-    probe = next((v.get("raw_image") for v in volumes if v.get("raw_image")), None)
-    if raw_root is not None and str(raw_root).strip() != "":
-        root = Path(str(raw_root)).expanduser()
-        if not root.is_dir():
-            fail(f"{root}: raw_root does not exist or is not a folder.")
-        if probe and not (root / probe).exists():
-            fail(f"{root}: raw_root does not hold the raw volumes ({probe} is missing).")
-        return root.resolve()
-    dataset_dir = Path(dataset_dir)
+
+# ------------------------------------------------------------------------------------------------
+# the model and its card
+
+
+def read_model_card(ckpt_path: str | os.PathLike | None, bundle: str = BUNDLE) -> dict[str, Any]:
+    """The model card beside ``ckpt_path`` (``preprocessing.json``), checked; bad input ends the run (exit 2)."""
+    if ckpt_path is None or str(ckpt_path).strip() == "":
+        fail("ckpt_path is required: pass --ckpt_path RUN/models/model.pt (a training run's best checkpoint).")
+    ckpt = Path(str(ckpt_path)).expanduser()
+    if not ckpt.is_file():
+        fail(f"{ckpt}: no such checkpoint (train first, or pass --ckpt_path RUN/models/model.pt).")
+    card_path = ckpt.parent / "preprocessing.json"
     try:
-        src = json.loads((dataset_dir / "prep.json").read_text()).get("src")
-    except (OSError, json.JSONDecodeError):
-        src = None
-    if not src or not probe:
-        return None
-    src_path = Path(str(src)).expanduser()
-    candidates = [src_path] if src_path.is_absolute() else [Path.cwd() / src_path, dataset_dir.parent / src_path, dataset_dir / src_path]
-    for candidate in candidates:
-        if (candidate / probe).exists():
-            return candidate.resolve()
-    return None
+        card = json.loads(card_path.read_text())
+    except FileNotFoundError:
+        fail(f"{card_path}: missing; this checkpoint was not written by the {bundle} bundle (its model card holds the preprocessing).")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        fail(f"{card_path}: cannot read it as JSON ({err}).")
+    if not isinstance(card, dict) or card.get("bundle") != bundle:
+        fail(f"{card_path}: a model of the bundle {card.get('bundle') if isinstance(card, dict) else None!r}, not {bundle!r}.")
+    pre = card.get("preprocessing")
+    if not isinstance(pre, dict) or not isinstance(pre.get("size"), list) or len(pre["size"]) != 2 or pre.get("slice_axis") not in (0, 1, 2):
+        fail(f"{card_path}: 'preprocessing' must give slice_axis (0, 1 or 2) and size [H, W]; got {pre!r}.")
+    n = card.get("num_classes")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+        fail(f"{card_path}: 'num_classes' must be a whole number >= 2, got {n!r}.")
+    return card
 
 
-def _atomic_save(image, path: Path) -> None:
-    import nibabel as nib
+def load_model(network: torch.nn.Module, ckpt_path: str | os.PathLike, card: Mapping[str, Any], device: Any = None) -> torch.nn.Module:
+    """``network`` with the checkpoint's weights (``weights_only=True``), after checking the class count against the card."""
+    state = torch.load(str(ckpt_path), map_location="cpu", weights_only=True)
+    state = state.get("model", state) if isinstance(state, dict) else state
+    expected = int(card["num_classes"])
+    try:
+        network.load_state_dict(state, strict=True)
+    except (RuntimeError, TypeError, KeyError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        fail(f"{ckpt_path}: does not fit network_def ({type(network).__name__}, {expected} classes from its model card): {first}.")
+    with torch.no_grad():
+        probe = torch.zeros(1, int(card.get("in_channels", 1)), *[int(s) for s in card["preprocessing"]["size"]])
+        out = network.eval()(probe)
+    if out.shape[1] != expected:
+        fail(f"{ckpt_path}: the network gives {out.shape[1]} classes, its model card says {expected}.")
+    return network.to(device) if device is not None else network
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
-    tmp = path.with_name(f".{path.name[: -len(suffix)]}.tmp{suffix}")
-    nib.save(image, str(tmp))
-    os.replace(tmp, path)
+
+# ------------------------------------------------------------------------------------------------
+# scans
 
 
-def save_nifti_like_raw(labels: np.ndarray, raw_path: str | os.PathLike, out_path: str | os.PathLike) -> Path:
-    """Write ``labels`` (the raw grid, file index order) as uint8 NIfTI that overlays ``raw_path``.
+def scan_name(path: Path) -> str:
+    """The output stem of a scan: its file name without the extension, or a DICOM folder's name."""
+    name = path.name
+    for suffix in SCAN_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
 
-    A NIfTI raw image lends its header (qform, sform, codes, units): the output has exactly its
-    geometry. Other formats (read with :func:`data_prep.io.read_volume`) give their RAS affine.
-    """
-    import nibabel as nib
 
-    raw_path, out_path = Path(raw_path), Path(out_path)
-    labels = np.asarray(labels).astype(np.uint8)
-    if raw_path.name.lower().endswith((".nii", ".nii.gz")):
-        raw = nib.load(str(raw_path))
-        header = raw.header.copy()
-        if tuple(raw.shape[:3]) != labels.shape:
-            raise ValueError(f"{raw_path}: raw shape {raw.shape} differs from the restored prediction {labels.shape}.")
-        header.set_data_dtype(np.uint8)
-        image = type(raw)(labels, None, header=header)  # affine None: the raw qform/sform stay as they are
-        image.header.set_slope_inter(1.0, 0.0)
+def find_scans(input_dir: str | os.PathLike | None = None, input_files: Sequence[str] | str | None = None) -> list[Path]:
+    """The scans to segment: the files with a scan suffix and the DICOM series folders under ``input_dir``
+    (top level: a folder counts when it holds no scan file), and/or the paths in ``input_files``."""
+    paths: list[Path] = []
+    if input_files:
+        items = [input_files] if isinstance(input_files, (str, os.PathLike)) else list(input_files)
+        paths += [Path(str(p)).expanduser() for p in items]
+    if input_dir is not None and str(input_dir).strip():
+        root = Path(str(input_dir)).expanduser()
+        if not root.is_dir():
+            fail(f"{root}: input_dir does not exist or is not a folder.")
+        for entry in sorted(root.iterdir()):
+            if entry.name.startswith("."):
+                continue
+            if entry.is_file() and entry.name.lower().endswith(SCAN_SUFFIXES) and not entry.name.lower().endswith(".raw"):
+                paths.append(entry)
+            elif entry.is_dir() and not entry.name.lower().endswith(SCAN_SUFFIXES):
+                paths.append(entry)
+    if not paths:
+        fail("no scan to segment: pass --input_dir SCANS (NIfTI, NRRD, MetaImage files or DICOM series folders) or --input_files.")
+    names = [scan_name(p) for p in paths]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        fail(f"two scans would write the same output name: {', '.join(twice)}; rename one.")
+    return paths
+
+
+def read_scan(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(array float32 in file index order (i, j, k), affine to RAS mm) of a scan; raises :class:`ScanError`."""
+    from monai.transforms import LoadImage
+
+    if not path.exists():
+        raise ScanError(f"{path}: no such scan")
+    if path.is_dir():
+        reader = "ITKReader"
+    elif path.name.lower().endswith(NIFTI_SUFFIXES):
+        reader = "NibabelReader"
+    elif path.name.lower().endswith(SCAN_SUFFIXES):
+        reader = "ITKReader"
     else:
-        from data_prep.io import read_volume
+        raise ScanError(f"{path}: unknown scan format (expected .nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd or a DICOM folder)")
+    try:
+        image = LoadImage(reader=reader, image_only=True, dtype=np.float32)(str(path))
+    except Exception as err:  # the readers raise many types for a bad file
+        while err.__cause__ is not None:
+            err = err.__cause__
+        reason = " ".join(str(err).split())[:200] or type(err).__name__
+        raise ScanError(f"{path}: cannot read the scan ({reason})") from None
+    array = np.asarray(image.detach().cpu().numpy() if hasattr(image, "detach") else image, dtype=np.float32)
+    while array.ndim > 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim != 3 or min(array.shape) < 1:
+        raise ScanError(f"{path}: is {array.ndim}D with shape {tuple(array.shape)}; the model segments 3D scans slice by slice")
+    if not np.all(np.isfinite(array)):
+        raise ScanError(f"{path}: has NaN or infinite intensities")
+    affine = np.asarray(image.affine, dtype=np.float64)
+    return array, affine
 
-        volume = read_volume(raw_path, role="image")
-        if tuple(volume.array.shape) != labels.shape:
-            raise ValueError(f"{raw_path}: raw shape {volume.array.shape} differs from the restored prediction {labels.shape}.")
-        image = nib.Nifti1Image(labels, volume.affine)
-        image.header.set_qform(volume.affine, code=1)
-        image.header.set_sform(volume.affine, code=1)
-    _atomic_save(image, out_path)
-    return out_path
+
+def _spacing(affine: np.ndarray) -> tuple[float, float, float]:
+    return tuple(float(v) for v in np.linalg.norm(affine[:3, :3], axis=0))  # type: ignore[return-value]
 
 
-class VolumePredictor:
-    """Segment the volumes of a prepared dataset and write NIfTI predictions (module docstring).
+def _save(array: np.ndarray, scan: Path, affine: np.ndarray, out: Path) -> None:
+    """Write ``array`` as NIfTI with the scan's geometry (a NIfTI scan lends its header), atomically."""
+    import nibabel as nib
+
+    if scan.is_file() and scan.name.lower().endswith(NIFTI_SUFFIXES):
+        raw = nib.load(str(scan))
+        header = raw.header.copy()
+        header.set_data_dtype(array.dtype)
+        image = type(raw)(array, None, header=header)  # the scan's qform/sform exactly
+        image.header.set_slope_inter(1.0, 0.0)
+        if array.ndim == 4:
+            image.header.set_intent("vector")
+    else:
+        image = nib.Nifti1Image(array, affine)
+        image.header.set_qform(affine, code=1)
+        image.header.set_sform(affine, code=1)
+    tmp = out.with_name(f".{out.name[: -len('.nii.gz')]}.tmp.nii.gz")
+    nib.save(image, str(tmp))
+    os.replace(tmp, out)
+
+
+# ------------------------------------------------------------------------------------------------
+
+
+class ScanSegmenter:
+    """Segment raw scans slice by slice and write the results in their geometry (module docstring).
 
     Args:
-        network: the trained network (logits (B, C, H, W) for slices (B, 1, H, W)), in eval mode.
-        dataset_dir: the prepared dataset.
-        output_dir: where ``prepared/``, ``original/`` and ``predictions.json`` go.
-        split: ``test``, ``validation``, ``training`` or ``all``.
-        raw_root: the raw dataset (see :func:`find_raw_root`).
+        network: the trained network (logits (B, C, H, W) for slices (B, 1, H, W)).
+        card: the model card (:func:`read_model_card`): ``preprocessing`` and ``num_classes``.
+        output_dir: where ``<scan name>_seg.nii.gz`` go (created; must not be a file).
         device: where the network runs (default: the network's device).
         batch_size: slices per forward pass.
+        probabilities: also write the softmax probabilities (``<scan name>_prob.nii.gz``).
         amp: run the forward pass under autocast.
-        original: also write the original-geometry files (needs the raw dataset).
+        progress: a progress bar over the scans (``"auto"``: when stderr is a terminal).
     """
 
     def __init__(
         self,
         network: torch.nn.Module,
-        dataset_dir: str | os.PathLike,
-        output_dir: str | os.PathLike,
-        split: str = "test",
-        raw_root: str | os.PathLike | None = None,
+        card: Mapping[str, Any],
+        output_dir: str | os.PathLike | None,
         device: Any = None,
-        batch_size: int = 16,
+        batch_size: int = 32,
+        probabilities: bool = False,
         amp: bool = False,
-        original: bool = True,
+        progress: bool | str = "auto",
     ) -> None:
-        self.network = network
-        self.dataset_dir = Path(dataset_dir)
-        self.output_dir = Path(output_dir)
-        self.split = split
+        from wss_monai.engine.errors import as_bool
+
+        if output_dir is None or str(output_dir).strip() == "":
+            fail("output_dir is required: pass --output_dir OUT (created if missing).")
+        self.output_dir = Path(str(output_dir)).expanduser()
+        if self.output_dir.exists() and not self.output_dir.is_dir():
+            fail(f"{self.output_dir}: output_dir is a file; pass a folder.")
+        self.network = network.eval()
+        self.card = dict(card)
+        self.pre = dict(card["preprocessing"])
         self.device = torch.device(device) if device is not None else next(network.parameters()).device
-        self.batch_size = max(1, int(batch_size))
-        self.amp = bool(amp)
-        manifest = json.loads((self.dataset_dir / "dataset.json").read_text())
-        volumes = manifest.get("volumes") or []
-        self.volumes = [v for v in volumes if split == "all" or v.get("split") == split]
-        self.raw_root = find_raw_root(self.dataset_dir, self.volumes, raw_root) if original else None
-        if original and self.raw_root is None:
-            warnings.warn(
-                f"{self.dataset_dir}: the raw dataset recorded in prep.json was not found; writing predictions on the "
-                "prepared grid only (pass --raw_root RAW for the original geometry).",
-                stacklevel=2,
-            )
-            logger.warning("raw dataset not found: predictions on the prepared grid only (pass --raw_root)")
+        if isinstance(batch_size, bool) or int(batch_size) < 1:
+            fail(f"batch_size must be a whole number >= 1, got {batch_size!r}.")
+        self.batch_size = int(batch_size)
+        self.probabilities = as_bool(probabilities, "probabilities")
+        self.amp = as_bool(amp, "amp")
+        progress = as_bool(progress, "progress", keep=("auto",))
+        self.progress = sys.stderr.isatty() if progress == "auto" else bool(progress)
 
     @torch.no_grad()
     def predict_slices(self, slices: np.ndarray) -> np.ndarray:
-        """Argmax labels (N, H, W) uint8 of image slices (N, H, W)."""
-        self.network.eval()
+        """Softmax probabilities (N, C, H, W) float32 of image slices (N, H, W)."""
         out = []
         for start in range(0, len(slices), self.batch_size):
             batch = torch.from_numpy(np.ascontiguousarray(slices[start : start + self.batch_size], dtype=np.float32))[:, None]
-            batch = batch.to(self.device)
             with torch.autocast(self.device.type, enabled=self.amp):
-                logits = self.network(batch)
-            out.append(logits.argmax(1).to(torch.uint8).cpu().numpy())
-        return np.concatenate(out) if out else np.zeros((0, *slices.shape[1:]), np.uint8)
+                logits = self.network(batch.to(self.device))
+            out.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
+        return np.concatenate(out)
 
-    def predict_volume(self, info: dict) -> dict[str, Any]:
-        """Predict one volume (its ``dataset.json`` ``"volumes"`` entry) and write its files."""
-        import nibabel as nib
+    def segment(self, array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(labels uint8 on the scan's grid, probabilities (C, *grid) float32) of one scan array."""
+        axis = int(self.pre["slice_axis"])
+        axes = inplane_axes(axis)
+        spacing = _spacing(affine)
+        plan = plan_inplane(
+            shape=tuple(array.shape[a] for a in axes),
+            spacing=tuple(spacing[a] for a in axes),
+            size=tuple(int(s) for s in self.pre["size"]),
+            mode=str(self.pre.get("resize", "stretch")),
+            target_spacing=self.pre.get("inplane_spacing"),
+        )
+        percentiles = tuple(float(p) for p in self.pre.get("percentiles") or (0.5, 99.5))
+        volume = apply_plan(normalise_intensity(array, percentiles), plan, axes, order=1)
+        probs = self.predict_slices(np.moveaxis(volume, axis, 0))  # (N, C, H, W)
+        labels = stack_slices(list(probs.argmax(1).astype(np.uint8)), axis)
+        labels = invert_plan(labels, plan, axes, order=0)
+        if not self.probabilities:
+            return labels, np.zeros((0,), np.float32)
+        channels = [invert_plan(stack_slices(list(probs[:, c]), axis), plan, axes, order=1) for c in range(probs.shape[1])]
+        return labels, np.stack(channels).astype(np.float32)
 
-        from data_prep.slicing import restore_volume, stack_slices
+    def run(self, scans: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
+        """Segment every scan; one record per scan (``scan``, ``segmentation`` or ``error``); exit 2 at the end if any failed."""
+        from tqdm import tqdm
 
-        name = str(info["volume"])
-        axis = int(info.get("slice_axis", 2))
-        image = nib.load(str(self.dataset_dir / info["image"]))
-        array = np.asarray(image.dataobj, dtype=np.float32)
-        slices = np.moveaxis(array, axis, 0)
-        labels = self.predict_slices(slices)
-        record: dict[str, Any] = {"volume": name, "split": info.get("split"), "n_slices": int(labels.shape[0])}
-        prepared = nib.Nifti1Image(stack_slices(list(labels), axis).astype(np.uint8), image.affine)
-        prepared.header.set_qform(image.affine, code=1)
-        prepared.header.set_sform(image.affine, code=1)
-        path = self.output_dir / "prepared" / f"{name}_pred.nii.gz"
-        _atomic_save(prepared, path)
-        record["prepared"] = str(path)
-        if self.raw_root is not None and info.get("raw_image") and info.get("plan"):
-            raw_path = self.raw_root / info["raw_image"]
-            restored = restore_volume(list(labels), info, order=0)
-            out = save_nifti_like_raw(restored, raw_path, self.output_dir / "original" / f"{name}_pred.nii.gz")
-            record["original"] = str(out)
-            record["raw_image"] = str(raw_path)
-        return record
-
-    def run(self) -> list[dict[str, Any]]:
-        """Predict every volume of the split; returns (and writes to ``predictions.json``) one record each."""
-        if not self.volumes:
-            raise ValueError(f"{self.dataset_dir / 'dataset.json'}: no volume in the split {self.split!r}.")
-        records = [self.predict_volume(info) for info in self.volumes]
+        scans = [Path(str(s)) for s in scans]
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        listing = {"dataset_dir": str(self.dataset_dir.resolve()), "split": self.split,
-                   "raw_root": str(self.raw_root) if self.raw_root else None, "volumes": records}
-        tmp = self.output_dir / ".predictions.json.tmp"
-        tmp.write_text(json.dumps(listing, indent=2))
-        os.replace(tmp, self.output_dir / "predictions.json")
-        geometry = "prepared grid and original geometry" if self.raw_root else "prepared grid only"
-        logger.info(f"inference: {len(records)} volumes of the {self.split} split written ({geometry}) to {self.output_dir}")
+        records: list[dict[str, Any]] = []
+        for scan in tqdm(scans, desc="segmenting", unit="scan", disable=not self.progress):
+            record: dict[str, Any] = {"scan": str(scan)}
+            try:
+                name = scan_name(scan)
+                if not SAFE_NAME.match(name) or name in (".", ".."):
+                    raise ScanError(f"{scan}: the name {name!r} cannot become a file name (letters, digits, . _ + - only)")
+                array, affine = read_scan(scan)
+                labels, probs = self.segment(array, affine)
+                out = self.output_dir / f"{name}_seg.nii.gz"
+                _save(labels.astype(np.uint8), scan, affine, out)
+                record["segmentation"] = str(out)
+                if self.probabilities:
+                    out_p = self.output_dir / f"{name}_prob.nii.gz"
+                    _save(np.moveaxis(probs, 0, -1).astype(np.float32), scan, affine, out_p)
+                    record["probabilities"] = str(out_p)
+                record["shape"] = list(labels.shape)
+            except ScanError as err:
+                message = " ".join(str(err).split())
+                print(f"error: {message}; skipped", file=sys.stderr, flush=True)
+                record["error"] = message
+            records.append(record)
+        done = sum("segmentation" in r for r in records)
+        logger.info(f"inference: {done} of {len(records)} scans segmented into {self.output_dir}")
+        failed = [r for r in records if "error" in r]
+        if failed:
+            from wss_monai.engine.errors import BundleInputError
+
+            raise BundleInputError(f"{len(failed)} of {len(records)} scans could not be segmented (listed above); the others are in {self.output_dir}.")
         return records

@@ -1,10 +1,18 @@
-"""Training regimes by name: what data a regime reads and which loss it minimises.
+"""Training regimes by name: the regime table of the bundle's ``train.json``, and its name syntax.
 
-A regime name (a **contract**: bundle configs, MLflow run names and report rows use it) maps to a
-:class:`RegimeSpec`: the weak-label strategy, the size-bound rule, the loader's sampling, the
-fully annotated patients, and the term list of :class:`~wss_monai.losses.WeakSupervisionLoss`.
+The regimes are JSON: ``bundles/wss_segmentation/configs/train.json`` holds a table ``"regimes"``
+(base regime name -> ``bounds``, ``sampling``, ``full``, ``routing`` and ``loss_terms``, each term a
+weight and a ``_target_`` loss class) and a table ``"regularizers"`` (name -> one term). Adding
+or editing an entry, in that file or in an overlay (``{"regimes#mine": {...}}`` passed as a second
+``--config_file``), changes training without Python. This module only reads a name
+(a **contract**: bundle configs, MLflow run names and report rows use it) against the tables and
+returns a :class:`RegimeSpec`.
 
-Base regimes (Kervadec et al., MedIA 2019; lambda = 1e-2 for every constraint term on 256 x 256 slices,
+Names: a key of ``"regimes"`` (``individual``), ``hybrid_<n>`` / ``full_<n>`` (the entries
+``"hybrid_<n>"`` / ``"full_<n>"`` with n fully annotated patients), then any number of
+``+<regularizer>`` (``individual+gated_crf``, ``partial+dense_crf+entropy``).
+
+Base regimes of the shipped table (Kervadec et al., MedIA 2019; lambda = 1e-2 for every constraint term on 256 x 256 slices,
 scaled with the slice area on other sizes by :func:`size_weight`):
 
 =========================  ==========  ========  ============================  ==============================================
@@ -23,37 +31,38 @@ name                       bounds      sampling  full masks                    l
 ``full_<n>``               -           slices    n patients, used alone        cross_entropy
 =========================  ==========  ========  ============================  ==============================================
 
-(``<rule>`` is ``tags``, ``common`` or ``individual``.) A regime may add regularizers:
-``<regime>+<regularizer>[+<regularizer>...]``, e.g. ``individual+gated_crf`` or
-``partial+dense_crf``; their weights are in :data:`REGULARIZERS` (from the papers, see there).
-
 Example::
 
-    >>> spec = get_regime("individual+gated_crf")
+    >>> spec = get_regime("individual+gated_crf")                  # the repository bundle's tables
     >>> spec.bounds, spec.sampling, [t["name"] for t in spec.terms]
     ('individual', 'slices', ['partial_ce', 'size', 'gated_crf'])
     >>> loss = spec.build_loss()          # WeakSupervisionLoss taking logits, (logits, batch)
 
-Unknown names raise :class:`UnknownRegimeError` (a ``ValueError``) listing the valid ones.
+Unknown names raise :class:`UnknownRegimeError` (a ``ValueError``) listing the valid ones; a table
+entry with a bad weight or a term that is not a loss class raises :class:`RegimeTableError`.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
+import json
+import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 __all__ = [
     "LAMBDA",
-    "BASE_REGIMES",
-    "REGULARIZERS",
-    "BUNDLE_REGIMES",
+    "BUNDLE",
     "RegimeSpec",
     "UnknownRegimeError",
+    "RegimeTableError",
     "get_regime",
     "regime_names",
+    "regime_tables",
     "dense_crf_weight",
     "size_weight",
 ]
@@ -65,46 +74,25 @@ DENSE_CRF_REFERENCE_WEIGHT = 2e-9
 """The DenseCRF loss weight of Tang et al.'s code, on an energy that is not divided by the pixel count."""
 
 DEFAULT_IMAGE_SIZE = (256, 256)
-"""Slice size assumed when a regularizer weight depends on it and no size is given (the papers')."""
+"""Slice size assumed when a weight depends on it and no size is given (the papers')."""
+
+BUNDLE = "wss_segmentation"
+"""The bundle that runs every regime."""
+
+TRAIN_JSON = Path(__file__).resolve().parents[1] / "bundles" / BUNDLE / "configs" / "train.json"
+"""The repository bundle's train.json, whose tables :func:`get_regime` reads when given none."""
+
+SAMPLINGS = ("slices", "volume", "hybrid")
+PATTERNS = {"hybrid_<n>": re.compile(r"^hybrid_(\d+)$"), "full_<n>": re.compile(r"^full_(\d+)$")}
+ENTRY_KEYS = {"bounds", "sampling", "full", "routing", "loss_terms", "description"}
 
 
 class UnknownRegimeError(ValueError):
     """A regime name that is not one of :func:`regime_names` (the message lists them)."""
 
 
-def _size_term(rule: str, per_volume: bool = False) -> dict[str, Any]:
-    # 3D: the volume's mean slice size (see SizePenalty's volume_size): with the reference's summed
-    # size the term outweighs the partial CE ~100-fold and the network collapses to background
-    # (phantom, 48 x 48, 2.8 CPU-minutes: val 3D Dice 0.002 summed; 0.539 and 0.730 with the weight
-    # divided by 10 and 100)
-    args: dict[str, Any] = {"per_volume": True, "volume_size": "mean"} if per_volume else {}
-    return {"name": "size", "weight": LAMBDA, "args": args}
-
-
-PARTIAL_CE = {"name": "partial_ce", "weight": 1.0}
-CROSS_ENTROPY = {"name": "cross_entropy", "weight": 1.0}
-
-# name -> bounds rule, sampling (default slices), full flag, loss terms
-BASE_REGIMES: dict[str, dict[str, Any]] = {
-    "full": {"bounds": None, "full": True, "terms": [CROSS_ENTROPY]},
-    "partial": {"bounds": None, "terms": [PARTIAL_CE]},
-    "tags": {"bounds": "tags", "terms": [PARTIAL_CE, _size_term("tags")]},
-    "upper": {"bounds": "upper", "terms": [PARTIAL_CE, _size_term("upper")]},
-    "common": {"bounds": "common", "terms": [PARTIAL_CE, _size_term("common")]},
-    "individual": {"bounds": "individual", "terms": [PARTIAL_CE, _size_term("individual")]},
-    "lagrangian_tags": {"bounds": "tags", "terms": [{"name": "lagrangian", "weight": 1.0}]},
-    "lagrangian_common": {"bounds": "common", "terms": [{"name": "lagrangian", "weight": 1.0}]},
-    "lagrangian_individual": {"bounds": "individual", "terms": [{"name": "lagrangian", "weight": 1.0}]},
-    "logbarrier_individual": {
-        "bounds": "individual",
-        "terms": [PARTIAL_CE, {"name": "log_barrier", "weight": LAMBDA, "args": {}}],
-    },
-    "volume3d": {"bounds": "volume3d", "sampling": "volume", "terms": [PARTIAL_CE, _size_term("volume3d", per_volume=True)]},
-}
-"""The fixed base regimes (``hybrid_<n>`` and ``full_<n>`` are parsed by :func:`get_regime`)."""
-
-HYBRID_RE = re.compile(r"^hybrid_(\d+)$")
-FULL_N_RE = re.compile(r"^full_(\d+)$")
+class RegimeTableError(ValueError):
+    """A regime or regularizer entry that cannot be trained: a bad weight, a term that is not a loss class."""
 
 
 def dense_crf_weight(image_size: Sequence[int] | None = None, scale_factor: float = 0.5) -> float:
@@ -135,86 +123,67 @@ def size_weight(image_size: Sequence[int] | None = None) -> float:
     return LAMBDA * (DEFAULT_IMAGE_SIZE[0] * DEFAULT_IMAGE_SIZE[1]) / float(max(1, int(h) * int(w)))
 
 
-def _dense_crf(image_size):
-    return {
-        "name": "dense_crf",
-        "weight": dense_crf_weight(image_size),
-        "args": {"sigma_xy": 80.0, "sigma_intensity": 15.0 / 255.0, "scale_factor": 0.5},
-    }
+@functools.lru_cache(maxsize=8)
+def _raw_tables(path: str) -> tuple[str, str]:
+    config = json.loads(Path(path).read_text())
+    return json.dumps(config.get("regimes", {})), json.dumps(config.get("regularizers", {}))
 
 
-def _normalized_cut(image_size):
-    return {
-        "name": "normalized_cut",
-        "weight": 0.1,
-        "args": {"sigma_xy": 80.0, "sigma_intensity": 15.0 / 255.0, "scale_factor": 0.5},
-    }
+def regime_tables(image_size: Sequence[int] | None = None, path: str | Path = TRAIN_JSON) -> tuple[dict, dict]:
+    """The ``"regimes"`` and ``"regularizers"`` tables of a train.json, resolved by MONAI's parser.
+
+    Weights that depend on the slice size read ``@image_size`` (default: the papers' 256 x 256).
+    Terms are ``_mode_: callable`` components: classes with their arguments, built per run.
+    """
+    from monai.bundle import ConfigParser
+
+    regimes, regularizers = _raw_tables(str(path))
+    size = [int(v) for v in (image_size or DEFAULT_IMAGE_SIZE)]
+    parser = ConfigParser({"image_size": size, "regimes": json.loads(regimes), "regularizers": json.loads(regularizers)},
+                          globals={"wss_monai": "wss_monai", "torch": "torch"})
+    try:
+        return parser.get_parsed_content("regimes"), parser.get_parsed_content("regularizers")
+    except Exception as err:  # an unknown _target_, a broken expression
+        raise RegimeTableError(f"{path}: the regime tables cannot be read ({_root_cause(err)})") from None
 
 
-def _kernel_cut(image_size):
-    crf = dense_crf_weight(image_size)
-    return {
-        "name": "kernel_cut",
-        "weight": crf,
-        # gamma * weight = the normalized-cut weight: the two parts weigh what they weigh alone
-        "args": {"sigma_xy": 80.0, "sigma_intensity": 15.0 / 255.0, "scale_factor": 0.5, "gamma": 0.1 / crf},
-    }
+def _root_cause(err: BaseException) -> str:
+    while err.__cause__ is not None:
+        err = err.__cause__
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
 
 
-def _gated_crf(image_size):
-    return {
-        "name": "gated_crf",
-        "weight": 0.1,
-        "args": {"kernels": [{"weight": 1.0, "xy": 6.0, "image": 0.1}], "radius": 5},
-    }
+def __getattr__(name: str) -> Any:
+    """``BASE_REGIMES`` / ``REGULARIZERS``: the names in the repository bundle's tables (read when asked)."""
+    if name in ("BASE_REGIMES", "REGULARIZERS"):
+        regimes, regularizers = (json.loads(t) for t in _raw_tables(str(TRAIN_JSON)))
+        if name == "REGULARIZERS":
+            return tuple(regularizers)
+        return tuple(k for k in regimes if "<" not in k)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _entropy(image_size):
-    return {"name": "entropy", "weight": 0.1, "args": {}}
-
-
-REGULARIZERS: dict[str, Any] = {
-    "gated_crf": _gated_crf,
-    "dense_crf": _dense_crf,
-    "normalized_cut": _normalized_cut,
-    "kernel_cut": _kernel_cut,
-    "entropy": _entropy,
-}
-"""Regularizer name -> term config (a function of the slice size (H, W)). Weights:
-
-- ``gated_crf``: 0.1, one kernel {weight 1, xy 6, image 0.1}, radius 5 (Obukhov et al. 2019,
-  on an image normalised to [0, 1], as the prepared images are);
-- ``dense_crf``: Tang et al. (ECCV 2018): sigma_xy 80 px, sigma_rgb 15 on 0-255 (15/255 on our
-  [0, 1] images), maps downscaled by 0.5, weight 2e-9 on their unnormalised energy, i.e.
-  ``2e-9 * N`` on ours (N = pixels after downscaling: 3.3e-5 at 256 x 256), see
-  :func:`dense_crf_weight`;
-- ``normalized_cut``: 0.1 (the paper tunes it on validation and prints no value; our cut is per
-  image in [0, K], not per pixel), same affinity as ``dense_crf``;
-- ``kernel_cut``: DenseCRF + gamma * normalized cut with the two weights above
-  (``weight = dense_crf weight``, ``gamma = 0.1 / weight``);
-- ``entropy``: 0.1 on the entropy normalised by log C (WSL4MIS).
-"""
-
-BUNDLE_REGIMES: dict[str, str] = {
-    "wss_size_2d": "full, partial, tags, upper, common, individual, lagrangian_tags, lagrangian_common, "
-    "lagrangian_individual, logbarrier_individual",
-    "wss_volume_3d": "volume3d",
-    "wss_hybrid": "hybrid_<n>, full_<n>",
-}
-"""Which base regimes each bundle runs (any of them may take ``+<regularizer>``)."""
-
-
-def _bundle_of(base: str) -> str:
-    if base == "volume3d":
-        return "wss_volume_3d"
-    if HYBRID_RE.match(base) or FULL_N_RE.match(base):
-        return "wss_hybrid"
-    return "wss_size_2d"
-
-
-def regime_names() -> list[str]:
+def regime_names(regimes: Mapping[str, Any] | None = None) -> list[str]:
     """Every valid regime form, for messages and docs (``<n>``: a number of patients)."""
-    return [*BASE_REGIMES, "hybrid_<n>", "full_<n>", "<regime>+<regularizer>"]
+    names = list(regimes if regimes is not None else json.loads(_raw_tables(str(TRAIN_JSON))[0]))
+    return [*names, "<regime>+<regularizer>"]
+
+
+def _term(where: str, name: str, entry: Any) -> dict[str, Any]:
+    """A checked term of a table: ``{"name", "weight", "term"}`` (``term``: a class or partial)."""
+    if not isinstance(entry, Mapping) or set(entry) - {"weight", "term"} or "term" not in entry:
+        raise RegimeTableError(f"{where}: term {name!r} must be {{'weight': number, 'term': {{'_target_': ..., '_mode_': 'callable'}}}}, got {entry!r}.")
+    weight = entry.get("weight", 1.0)
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
+        raise RegimeTableError(f"{where}: term {name!r} has weight {weight!r}; a weight is a finite number >= 0.")
+    term = entry["term"]
+    target = getattr(term, "func", term)
+    import torch
+
+    if not (isinstance(target, type) and issubclass(target, torch.nn.Module)):
+        raise RegimeTableError(f"{where}: term {name!r} is {term!r}, not a loss class (a _target_ with \"_mode_\": \"callable\").")
+    return {"name": str(name), "weight": float(weight), "term": term}
 
 
 @dataclass(frozen=True)
@@ -231,7 +200,8 @@ class RegimeSpec:
         full_patients: number of fully annotated training patients (``hybrid_<n>``, ``full_<n>``).
         full: every training sample is fully annotated (``full``, ``full_<n>``: then only the n
             patients are used).
-        terms: the :class:`~wss_monai.losses.WeakSupervisionLoss` term config.
+        terms: ``{"name", "weight", "term"}`` per loss term (``term``: the loss class with its
+            arguments, from the table's ``_target_``).
         routing: full cross-entropy on the samples flagged ``full`` (hybrid batches).
         bundle: the bundle that runs this regime.
     """
@@ -246,7 +216,7 @@ class RegimeSpec:
     full: bool = False
     terms: tuple[Mapping[str, Any], ...] = ()
     routing: bool = False
-    bundle: str = "wss_size_2d"
+    bundle: str = BUNDLE
 
     @property
     def uses_labels(self) -> bool:
@@ -263,121 +233,116 @@ class RegimeSpec:
             keys += ["label", "full"]
         return tuple(keys)
 
-    def loss_config(self) -> dict[str, Any]:
-        """``{"terms": [...], "full_key": ...}``: the :meth:`WeakSupervisionLoss.from_config` config."""
-        return {"terms": [copy.deepcopy(dict(t)) for t in self.terms], "full_key": "full"}
+    def instantiate_terms(self) -> list[dict[str, Any]]:
+        """``{"name", "weight", "term": <new loss module>}`` per term: ``WeakSupervisionLoss``'s ``terms``."""
+        return [{"name": t["name"], "weight": t["weight"], "term": t["term"]()} for t in self.terms]
 
-    def build_loss(self, softmax: bool = True, terms: Sequence[Mapping[str, Any]] | None = None):
-        """The regime's :class:`~wss_monai.losses.WeakSupervisionLoss` (logits in with ``softmax=True``).
-
-        ``terms`` replaces the regime's own term list (a config's ``loss_terms``).
-        """
+    def build_loss(self, softmax: bool = True):
+        """The regime's :class:`~wss_monai.losses.WeakSupervisionLoss` (logits in with ``softmax=True``)."""
         from wss_monai.losses import WeakSupervisionLoss
 
-        config = self.loss_config()
-        if terms is not None:
-            config["terms"] = [copy.deepcopy(dict(t)) for t in terms]
-        return WeakSupervisionLoss.from_config(config, softmax=softmax)
+        return WeakSupervisionLoss(self.instantiate_terms(), full_key="full", softmax=softmax)
 
     def dataloader_kwargs(self) -> dict[str, Any]:
         """The ``make_dataloader`` keywords of the training split."""
-        return {
-            "weak": self.weak,
-            "bounds": self.bounds,
-            "sampling": self.sampling,
-            "full_patients": self.full_patients,
-            "full": self.full,
-        }
+        return {"weak": self.weak, "bounds": self.bounds, "sampling": self.sampling, "full_patients": self.full_patients, "full": self.full}
 
     def with_weak(self, weak: str | None) -> "RegimeSpec":
         return replace(self, weak=weak)
 
+    def with_terms(self, loss_terms: Mapping[str, Any]) -> "RegimeSpec":
+        """The same regime with its terms replaced (a config's ``loss_terms``: name -> {weight, term})."""
+        if not isinstance(loss_terms, Mapping) or not loss_terms:
+            raise RegimeTableError(f"loss_terms must map term names to {{'weight', 'term'}}, got {loss_terms!r}.")
+        return replace(self, terms=tuple(_term("loss_terms", k, v) for k, v in loss_terms.items()))
+
     def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
+        """JSON-friendly (logged under ``resolved.spec``): a term's class as ``module.Class``, its arguments as ``args``."""
+        out = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "terms"}
         out["regularizers"] = list(self.regularizers)
-        out["terms"] = [dict(t) for t in self.terms]
+        terms = []
+        for t in self.terms:
+            target = getattr(t["term"], "func", t["term"])
+            args = dict(getattr(t["term"], "keywords", {}) or {})
+            terms.append({"name": t["name"], "weight": t["weight"], "target": f"{target.__module__}.{target.__qualname__}", "args": args})
+        out["terms"] = terms
         return out
 
 
-def _unknown(name: str, why: str) -> UnknownRegimeError:
+def _unknown(name: str, why: str, regimes: Mapping, regularizers: Mapping) -> UnknownRegimeError:
     return UnknownRegimeError(
-        f"unknown regime {name!r} ({why}); valid: {', '.join(regime_names())} "
-        f"with <regularizer> one of {', '.join(REGULARIZERS)}."
+        f"unknown regime {name!r} ({why}); valid: {', '.join(regime_names(regimes))} "
+        f"with <regularizer> one of {', '.join(regularizers)}."
     )
 
 
 def get_regime(
     name: str,
+    regimes: Mapping[str, Any] | None = None,
+    regularizers: Mapping[str, Any] | None = None,
     *,
     weak: str | None = None,
     image_size: Sequence[int] | None = None,
-    bundle: str | None = None,
 ) -> RegimeSpec:
-    """The :class:`RegimeSpec` of a regime name.
+    """The :class:`RegimeSpec` of a regime name, read against the tables.
 
     Args:
         name: ``individual``, ``hybrid_5``, ``partial+dense_crf``, ``individual+gated_crf+entropy``...
-        weak: weak-label strategy (None: the dataset's primary one, decided by the loader's caller).
-        image_size: (H, W) of the slices, for the weights that depend on it (size penalty, DenseCRF);
-            None: the papers' 256 x 256.
-        bundle: if given (``wss_size_2d``, ``wss_volume_3d``, ``wss_hybrid``), the regime must be
-            one that bundle runs.
+        regimes, regularizers: the resolved tables (a bundle passes ``@regimes``,
+            ``@regularizers``); None: the repository bundle's (:func:`regime_tables`).
+        weak: weak-label strategy (None: the dataset's primary one, decided by the caller).
+        image_size: (H, W) of the slices, for the weights that depend on it, when the tables are
+            read here; None: the papers' 256 x 256.
 
     Raises:
-        UnknownRegimeError: the name is not valid, or belongs to another bundle (the message
-            lists the valid names).
+        UnknownRegimeError: the name is not valid (the message lists the valid names).
+        RegimeTableError: the entry has an unknown field, a bad weight or a term that is not a loss.
     """
+    if regimes is None or regularizers is None:
+        table_regimes, table_regularizers = regime_tables(image_size)
+        regimes = table_regimes if regimes is None else regimes
+        regularizers = table_regularizers if regularizers is None else regularizers
     if not isinstance(name, str) or not name.strip():
-        raise _unknown(str(name), "empty")
+        raise _unknown(str(name), "empty", regimes, regularizers)
     text = name.strip()
     base, *regs = text.split("+")
-    if base in BASE_REGIMES:
-        entry = BASE_REGIMES[base]
-        spec_args: dict[str, Any] = {
-            "bounds": entry["bounds"],
-            "sampling": entry.get("sampling", "slices"),
-            "full": entry.get("full", False),
-            "terms": [copy.deepcopy(t) for t in entry["terms"]],
-        }
-    elif HYBRID_RE.match(base):
-        n = int(HYBRID_RE.match(base).group(1))
-        if n < 1:
-            raise _unknown(text, "hybrid_<n> needs n >= 1 fully annotated patients")
-        spec_args = {
-            "bounds": "common",
-            "sampling": "hybrid",
-            "full_patients": n,
-            "routing": True,
-            "terms": [dict(PARTIAL_CE), _size_term("common")],
-        }
-    elif FULL_N_RE.match(base):
-        n = int(FULL_N_RE.match(base).group(1))
-        if n < 1:
-            raise _unknown(text, "full_<n> needs n >= 1 patients")
-        spec_args = {"bounds": None, "sampling": "slices", "full_patients": n, "full": True, "terms": [dict(CROSS_ENTROPY)]}
-    else:
-        raise _unknown(text, f"no base regime {base!r}")
-    for term in spec_args["terms"]:
-        if term["name"] == "size":
-            term["weight"] = size_weight(image_size)
+    key, n = base, 0
+    if base not in regimes:
+        for pattern_key, pattern in PATTERNS.items():
+            match = pattern.match(base)
+            if match and pattern_key in regimes:
+                key, n = pattern_key, int(match.group(1))
+                if n < 1:
+                    raise _unknown(text, f"{pattern_key} needs n >= 1 patients", regimes, regularizers)
+                break
+        else:
+            raise _unknown(text, f"no base regime {base!r}", regimes, regularizers)
+    entry = regimes[key]
+    where = f"regime {key!r}"
+    if not isinstance(entry, Mapping) or set(entry) - ENTRY_KEYS:
+        raise RegimeTableError(f"{where}: unknown field(s) {sorted(set(entry) - ENTRY_KEYS) if isinstance(entry, Mapping) else entry!r}; allowed: {', '.join(sorted(ENTRY_KEYS))}.")
+    sampling = entry.get("sampling", "slices")
+    if sampling not in SAMPLINGS:
+        raise RegimeTableError(f"{where}: sampling must be one of {', '.join(SAMPLINGS)}, got {sampling!r}.")
+    loss_terms = entry.get("loss_terms") or {}
+    if not isinstance(loss_terms, Mapping) or not loss_terms:
+        raise RegimeTableError(f"{where}: loss_terms must map term names to {{'weight', 'term'}}, got {loss_terms!r}.")
+    terms = [_term(where, k, v) for k, v in loss_terms.items()]
     for i, reg in enumerate(regs):
-        if reg not in REGULARIZERS:
-            raise _unknown(text, f"no regularizer {reg!r}")
+        if reg not in regularizers:
+            raise _unknown(text, f"no regularizer {reg!r}", regimes, regularizers)
         if reg in regs[:i]:
-            raise _unknown(text, f"regularizer {reg!r} given twice")
-        spec_args["terms"].append(REGULARIZERS[reg](image_size))
-    home = _bundle_of(base)
-    if bundle is not None and bundle != home:
-        runs = BUNDLE_REGIMES.get(bundle, "?")
-        raise UnknownRegimeError(
-            f"regime {text!r} is run by the bundle {home}, not {bundle} (which runs: {runs}, each optionally "
-            f"+<regularizer> with <regularizer> one of {', '.join(REGULARIZERS)})."
-        )
+            raise _unknown(text, f"regularizer {reg!r} given twice", regimes, regularizers)
+        terms.append(_term(f"regularizer {reg!r}", reg, regularizers[reg]))
     return RegimeSpec(
         name=text,
         base=base,
         regularizers=tuple(regs),
         weak=weak,
-        bundle=home,
-        **{**spec_args, "terms": tuple(spec_args["terms"])},
+        bounds=entry.get("bounds"),
+        sampling=sampling,
+        full_patients=n,
+        full=bool(entry.get("full", False)),
+        routing=bool(entry.get("routing", False)),
+        terms=tuple(terms),
     )

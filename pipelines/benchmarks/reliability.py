@@ -1,7 +1,7 @@
 """Reliability: bad inputs and killed runs through the real command line; cases tried, handled, data lost.
 
 Data preparation: the bad-input corpus and SIGKILLed ``python -m data_prep`` runs. Training (a tiny
-phantom, 32 x 32, 3 epochs of ``bundles/wss_size_2d`` on the CPU, determinism on): runs SIGKILLed
+phantom, 32 x 32, 3 epochs of ``bundles/wss_segmentation`` on the CPU, determinism on): runs SIGKILLed
 mid-epoch and resumed with ``--resume true`` (same metrics as an uninterrupted run, one MLflow run),
 a tracking server unreachable from the start or killed mid-run (training completes, the fallback
 journal is synced to a real server on 127.0.0.1), and a loss that turns NaN or infinite.
@@ -102,7 +102,7 @@ def interrupted(work: Path, args: argparse.Namespace) -> list[Row]:
 # training: killed runs, tracking server faults, NaN loss
 
 REPO = Path(__file__).resolve().parents[2]
-TRAIN = "bundles/wss_size_2d/configs/train.json"
+TRAIN = "bundles/wss_segmentation/configs/train.json"
 EPOCHS = 3
 FAST_FAIL = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
 _PREPARED: dict[str, Path] = {}
@@ -130,7 +130,7 @@ def _prepared() -> Path:
 
 
 def _train(out: Path, *extra: Any, env: dict | None = None, config: list[str] | None = None) -> subprocess.Popen:
-    """``python -m monai.bundle run`` of wss_size_2d on the tiny phantom, in its own process group."""
+    """``python -m monai.bundle run`` of wss_segmentation on the tiny phantom, in its own process group."""
     files = json.dumps([TRAIN, *(config or [])]) if config else TRAIN
     command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", files, "--dataset_dir", str(_prepared()),
                "--regime", "individual", "--epochs", str(EPOCHS), "--hd95", "false", "--progress", "false",
@@ -399,7 +399,7 @@ def nan_loss(work: Path, args: argparse.Namespace) -> list[Row]:
         out = work / f"{value}-{epoch}"
         overlay = work / f"{value}.json"
         overlay.write_text(json.dumps({"loss": {"_target_": "pipelines.benchmarks.reliability.NonFiniteAt",
-                                                "loss": "$@session.build_loss(softmax=True)", "epoch": epoch,
+                                                "loss": "$@session.spec.build_loss(softmax=True)", "epoch": epoch,
                                                 "iteration": iteration, "value": value}}))
         code = _finish(_train(out, "--log_mlflow", "false", config=[str(overlay)]))
         log = _log(out)

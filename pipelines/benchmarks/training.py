@@ -2,7 +2,7 @@
 
 Two comparisons, each against a baseline measured in the same process, interleaved:
 
-1. **Bundle epoch vs plain loop.** The ``wss_size_2d`` bundle's own ``train.json`` is built with
+1. **Bundle epoch vs plain loop.** The ``wss_segmentation`` bundle's own ``train.json`` is built with
    ``monai.bundle.ConfigWorkflow`` (regime ``individual``, MLflow on, validation switched off with
    ``val_interval``), and its ``SupervisedTrainer`` runs one epoch at a time. Its baseline is a
    plain PyTorch loop over the same kind of loader (``wss_monai.data.make_dataloader`` with the
@@ -194,7 +194,7 @@ class _EpochClock:
 def _bundle_workflow(prepared: Path, work: Path, regime: str, batch_size: int):
     from monai.bundle import ConfigWorkflow
 
-    configs = REPO / "bundles" / "wss_size_2d" / "configs"
+    configs = REPO / "bundles" / "wss_segmentation" / "configs"
     workflow = ConfigWorkflow(
         config_file=str(configs / "train.json"), meta_file=str(configs / "metadata.json"), logging_file=False,
         workflow_type="train", dataset_dir=str(prepared), regime=regime, epochs=1, batch_size=batch_size,
@@ -273,7 +273,7 @@ def bundle_epoch(cases: int, size: int, batch_size: int, rounds: int, regime: st
         ["bundle: with end-of-epoch handlers", clock.images[-1], 1000 * statistics.median(clock.epoch_s[1:]),
          ips(clock.epoch_s, clock.images), ips(clock.epoch_s, clock.images) / ips(plain_s, plain_n)],
     ]
-    print(f"## Bundle epoch vs plain loop: wss_size_2d train.json, regime {regime}, {cases} phantom patients at {size} x {size}, "
+    print(f"## Bundle epoch vs plain loop: wss_segmentation train.json, regime {regime}, {cases} phantom patients at {size} x {size}, "
           f"batch {batch_size}, {torch.get_num_threads()} threads, {rounds} interleaved epochs each (median; 1 warm-up epoch not counted)")
     print_rows(["loop", "images/epoch", "ms/epoch", "images/s", "ratio to plain"], rows)
     ratio = rows[1][4]

@@ -19,16 +19,12 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLES = REPO / "bundles"
-BUNDLE_NAMES = ("wss_size_2d", "wss_volume_3d", "wss_hybrid")
+BUNDLE = "wss_segmentation"
+BUNDLE_NAMES = (BUNDLE,)
 
 
 def bundle_of(regime: str) -> str:
-    base = regime.split("+")[0]
-    if base == "volume3d":
-        return "wss_volume_3d"
-    if base.startswith(("hybrid_", "full_")):
-        return "wss_hybrid"
-    return "wss_size_2d"
+    return BUNDLE
 
 
 def config(bundle: str, name: str) -> str:
@@ -47,11 +43,15 @@ def mlflow_db(tmp_path_factory) -> str:
 
 @pytest.fixture()
 def run_bundle():
-    """``run_bundle(bundle, file, **overrides)``: a bundle config run in this process (no logging.conf)."""
+    """``run_bundle(bundle, file, **overrides)``: a bundle config run in this process (no logging.conf).
+
+    ``evaluate.json`` is an overlay: it runs as ``[train.json, evaluate.json]``."""
     from monai.bundle.scripts import run
 
     def _run(bundle: str, file: str = "train.json", **overrides):
         overrides.setdefault("progress", False) if file == "train.json" else None
+        if file == "evaluate.json":
+            file = [config(bundle, "train.json"), config(bundle, "evaluate.json")]
         files = file if isinstance(file, list) else config(bundle, file)
         return run(config_file=files, meta_file=config(bundle, "metadata.json"), logging_file=False, **overrides)
 

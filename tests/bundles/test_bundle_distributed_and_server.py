@@ -18,7 +18,7 @@ from wss_monai.tracking import start_local_server
 @pytest.mark.slow
 def test_multi_gpu_config_runs_ddp_under_torchrun(prepared_acdc, mlflow_db, tmp_path, helpers):
     out = tmp_path / "ddp"
-    files = "['bundles/wss_size_2d/configs/train.json','bundles/wss_size_2d/configs/multi_gpu_train.json']"
+    files = "['bundles/wss_segmentation/configs/train.json','bundles/wss_segmentation/configs/multi_gpu_train.json']"
     with socket.socket() as sock:  # a free port for the rendezvous
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -61,7 +61,7 @@ def test_bundle_logs_to_a_local_mlflow_server(prepared_acdc, tmp_path, run_bundl
     server = start_local_server(backend_store_uri=f"sqlite:///{tmp_path}/server.db", artifacts_dir=tmp_path / "art",
                                 log_path=tmp_path / "server.log", timeout=90)
     try:
-        run_bundle("wss_size_2d", dataset_dir=str(prepared_acdc), regime="tags", epochs=1, tracking_uri=server.url,
+        run_bundle("wss_segmentation", dataset_dir=str(prepared_acdc), regime="tags", epochs=1, tracking_uri=server.url,
                    run_name="served-tags", output_dir=str(tmp_path / "out"))
         experiment = _rest(f"{server.url}/api/2.0/mlflow/experiments/get-by-name?experiment_name=acdc-lv")["experiment"]
         (found,) = _rest(f"{server.url}/api/2.0/mlflow/runs/search", {"experiment_ids": [experiment["experiment_id"]]})["runs"]

@@ -7,8 +7,7 @@ import pytest
 import torch
 
 from wss_monai.engine import NonFiniteLossError
-from wss_monai.losses import register_term
-from wss_monai.losses.weak_supervision import TERM_REGISTRY
+from wss_monai.losses import PartialCrossEntropy
 
 
 class NaNInSecondEpoch(torch.nn.Module):
@@ -27,21 +26,15 @@ class NaNInSecondEpoch(torch.nn.Module):
         return probs.sum() * (float("nan") if bad else 0.0)
 
 
-@pytest.fixture()
-def nan_term():
-    register_term("nan_in_second_epoch", NaNInSecondEpoch)
-    yield "nan_in_second_epoch"
-    TERM_REGISTRY.pop("nan_in_second_epoch", None)
-
-
 @pytest.mark.slow
-def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(nan_term, prepared_acdc, mlflow_db, tmp_path,
+def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(prepared_acdc, mlflow_db, tmp_path,
                                                                     run_bundle, helpers):
     out = tmp_path / "out"
     with pytest.raises(Exception) as caught:
-        run_bundle("wss_size_2d", dataset_dir=str(prepared_acdc), regime="partial", epochs=3, tracking_uri=mlflow_db,
+        run_bundle("wss_segmentation", dataset_dir=str(prepared_acdc), regime="partial", epochs=3, tracking_uri=mlflow_db,
                    run_name="nan-guard", output_dir=str(out),
-                   loss_terms=[{"name": "partial_ce"}, {"name": nan_term, "weight": 1.0}])
+                   loss_terms={"partial_ce": {"weight": 1.0, "term": PartialCrossEntropy},
+                               "nan_in_second_epoch": {"weight": 1.0, "term": NaNInSecondEpoch}})
     error = caught.value
     while not isinstance(error, NonFiniteLossError) and error.__cause__ is not None:  # MONAI wraps it
         error = error.__cause__

@@ -89,7 +89,7 @@ def test_run_artifacts_and_params(prepared_acdc, mlflow_db, tmp_path, run_bundle
     from mlflow import MlflowClient
 
     out = tmp_path / "out"
-    run_bundle("wss_size_2d", dataset_dir=str(prepared_acdc), regime="tags", epochs=2, tracking_uri=mlflow_db,
+    run_bundle("wss_segmentation", dataset_dir=str(prepared_acdc), regime="tags", epochs=2, tracking_uri=mlflow_db,
                run_name="artifacts-tags", output_dir=str(out), val_interval=1)
     info = helpers.run_info(out)
     client = MlflowClient(tracking_uri=mlflow_db)

@@ -11,7 +11,7 @@ import jsonschema
 import pytest
 import torch
 
-BUNDLES = ("wss_size_2d", "wss_volume_3d", "wss_hybrid")
+BUNDLES = ("wss_segmentation",)
 
 
 def _json(helpers, bundle, name):
@@ -87,26 +87,22 @@ def test_ckpt_export_enet(bundle, helpers, tmp_path):
     _export(helpers, bundle, tmp_path)
 
 
-def test_the_three_bundles_differ_only_where_they_should(helpers):
-    names = {"bundle", "regime"}
-    for file in ("train.json", "evaluate.json", "inference.json", "multi_gpu_train.json", "logging.conf"):
-        texts = {b: (helpers.BUNDLES / b / "configs" / file).read_text() for b in BUNDLES}
-        if file.endswith(".json"):
-            stripped = {b: {k: v for k, v in json.loads(t).items() if k not in names} for b, t in texts.items()}
-        else:
-            stripped = texts
-        assert stripped["wss_size_2d"] == stripped["wss_volume_3d"] == stripped["wss_hybrid"], file
-    for bundle, regime in zip(BUNDLES, ("individual", "volume3d", "hybrid_5")):
-        train = _json(helpers, bundle, "train.json")
-        assert train["bundle"] == bundle and train["regime"] == regime
-        for name in ("evaluate.json", "inference.json"):
-            assert _json(helpers, bundle, name)["bundle"] == bundle
-            # evaluation builds the network the way training does
-            assert _json(helpers, bundle, name)["network_def"] == train["network_def"]
+def test_evaluate_and_multi_gpu_are_overlays_of_train(helpers):
+    """As in the model zoo: evaluate.json and multi_gpu_train.json only override keys of train.json;
+    inference.json stands alone (it runs on a model without the training config) but builds the same network."""
+    train = _json(helpers, "wss_segmentation", "train.json")
+    for name in ("evaluate.json", "multi_gpu_train.json"):
+        overlay = _json(helpers, "wss_segmentation", name)
+        assert "imports" not in overlay and "network_def" not in overlay
+        for key in overlay:
+            assert key.split("#")[0] in train or key in ("split", "ckpt_path", "results_dir", "log_to_run", "evaluation"), (name, key)
+    inference = _json(helpers, "wss_segmentation", "inference.json")
+    assert inference["network_def"]["_target_"] == train["network_def"]["_target_"]
+    assert inference["bundle"] == train["bundle"] == "wss_segmentation"
 
 
 def test_train_config_carries_the_paper_defaults_and_contract_keys(helpers):
-    train = _json(helpers, "wss_size_2d", "train.json")
+    train = _json(helpers, "wss_segmentation", "train.json")
     for key in ("dataset_dir", "epochs", "tracking_uri", "experiment_name", "run_name", "output_dir", "regime"):
         assert key in train
     assert train["learning_rate"] == 5e-4 and train["betas"] == [0.9, 0.99]

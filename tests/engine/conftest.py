@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-TRAIN_2D = "bundles/wss_size_2d/configs/train.json"
+TRAIN_2D = "bundles/wss_segmentation/configs/train.json"
 
 
 @pytest.fixture(scope="session")
@@ -45,7 +45,7 @@ def bundle_cli():
 
 @pytest.fixture()
 def bundle_in_process():
-    """``bundle_in_process(**overrides)``: train.json of wss_size_2d run here (no logging.conf), one torch thread."""
+    """``bundle_in_process(**overrides)``: train.json of wss_segmentation run here (no logging.conf), one torch thread."""
     import torch
     from monai.bundle.scripts import run
 
@@ -54,7 +54,7 @@ def bundle_in_process():
 
     def _run(**overrides):
         overrides.setdefault("progress", False)
-        return run(config_file=str(REPO / TRAIN_2D), meta_file=str(REPO / "bundles/wss_size_2d/configs/metadata.json"),
+        return run(config_file=str(REPO / TRAIN_2D), meta_file=str(REPO / "bundles/wss_segmentation/configs/metadata.json"),
                    logging_file=False, **overrides)
 
     yield _run

@@ -214,7 +214,7 @@ def _fails(capsys, fn, *args, **kwargs) -> str:
 def test_training_session_resolves_names(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     data = _dataset(tmp_path)
-    session = TrainingSession(str(data), "individual+entropy", bundle="wss_size_2d", seed=3, epochs=2, log_mlflow=False,
+    session = TrainingSession(str(data), "individual+entropy", bundle="wss_segmentation", seed=3, epochs=2, log_mlflow=False,
                               config={"regime": "@r", "epochs": 2, "optimizer": {"lr": "@learning_rate"}, "learning_rate": 1e-3,
                                       "_meta_": {"version": "0.1.0"}})
     assert session.experiment == "toy-lv" and session.spec.weak == "erosion" and session.num_classes == 2
@@ -301,34 +301,3 @@ def test_plots_write_pngs(tmp_path):
     assert [s["name"] for s in samples] == ["a slice 1", "c slice 3", "a slice 0"]
     path = plots.plot_overlays(samples, [s["label"] for s in samples], tmp_path / "o.png", title="t")
     assert open(path, "rb").read(4) == b"\x89PNG"
-
-
-def test_nifti_like_raw_keeps_the_raw_geometry(tmp_path):
-    import SimpleITK as sitk
-
-    from wss_monai.inference import save_nifti_like_raw
-
-    # NIfTI with ACDC's quirk: unit sform, real spacing in the qform
-    raw = nib.Nifti1Image(np.zeros((6, 5, 4), np.int16), np.diag([-1.0, -1.0, 1.0, 1.0]))
-    raw.header.set_qform(np.diag([-1.4, -1.4, 10.0, 1.0]), code=1)
-    raw.header.set_sform(np.diag([-1.0, -1.0, 1.0, 1.0]), code=1)
-    nib.save(raw, tmp_path / "raw.nii.gz")
-    labels = np.zeros((6, 5, 4), np.int64)
-    labels[2:4, 1:3, 1] = 1
-    out = nib.load(save_nifti_like_raw(labels, tmp_path / "raw.nii.gz", tmp_path / "out" / "p.nii.gz"))
-    raw = nib.load(tmp_path / "raw.nii.gz")
-    assert out.shape == raw.shape and np.allclose(out.affine, raw.affine)
-    assert np.allclose(out.header.get_qform(), raw.header.get_qform()) and out.header["qform_code"] == 1
-    assert out.get_data_dtype() == np.uint8 and np.array_equal(np.asarray(out.dataobj), labels)
-    # MetaImage: the RAS affine that data_prep reads from it
-    image = sitk.GetImageFromArray(np.zeros((4, 5, 6), np.int16))  # ITK (z, y, x) -> file (x, y, z) = (6, 5, 4)
-    image.SetSpacing((0.5, 0.6, 3.0))
-    image.SetOrigin((10.0, -5.0, 2.0))
-    sitk.WriteImage(image, str(tmp_path / "raw.mhd"))
-    out = nib.load(save_nifti_like_raw(labels, tmp_path / "raw.mhd", tmp_path / "out" / "m.nii.gz"))
-    from data_prep.io import read_volume
-
-    assert out.shape == (6, 5, 4) and np.allclose(out.affine, read_volume(tmp_path / "raw.mhd").affine)
-    with pytest.raises(ValueError, match="differs"):
-        save_nifti_like_raw(labels[:-1], tmp_path / "raw.nii.gz", tmp_path / "out" / "bad.nii.gz")
-    assert not list((tmp_path / "out").glob(".*"))  # no temporary file left behind

@@ -52,23 +52,28 @@ def test_regime_table(name, bounds, sampling, full, full_patients, terms):
     assert spec.dataloader_kwargs() == {"weak": None, "bounds": bounds, "sampling": sampling,
                                         "full_patients": full_patients, "full": full}
     if name == "volume3d":
-        assert spec.terms[1]["args"] == {"per_volume": True, "volume_size": "mean"}  # the mean slice size (see SizePenalty)
+        assert spec.to_dict()["terms"][1]["args"] == {"per_volume": True, "volume_size": "mean"}  # the mean slice size (see SizePenalty)
     assert ("label" in spec.batch_keys) == (full or spec.routing)
     assert ("full" in spec.batch_keys) == spec.routing
 
 
+def _last(name, **kwargs):
+    term = get_regime(name, **kwargs).to_dict()["terms"][-1]
+    return {"name": term["name"], "weight": term["weight"], "args": term["args"]}
+
+
 def test_regularizer_weights_from_the_papers():
-    gated = get_regime("individual+gated_crf").terms[-1]
+    gated = _last("individual+gated_crf")
     assert gated == {"name": "gated_crf", "weight": 0.1, "args": {"kernels": [{"weight": 1.0, "xy": 6.0, "image": 0.1}], "radius": 5}}
-    assert get_regime("partial+entropy").terms[-1] == {"name": "entropy", "weight": 0.1, "args": {}}
-    crf = get_regime("partial+dense_crf", image_size=(256, 256)).terms[-1]
+    assert _last("partial+entropy") == {"name": "entropy", "weight": 0.1, "args": {}}
+    crf = _last("partial+dense_crf", image_size=(256, 256))
     assert crf["weight"] == pytest.approx(2e-9 * 128 * 128) == pytest.approx(dense_crf_weight((256, 256)))
     assert crf["args"] == {"sigma_xy": 80.0, "sigma_intensity": pytest.approx(15 / 255), "scale_factor": 0.5}
-    assert get_regime("partial+dense_crf").terms[-1]["weight"] == crf["weight"]  # 256 x 256 by default
-    assert get_regime("partial+dense_crf", image_size=(64, 32)).terms[-1]["weight"] == pytest.approx(2e-9 * 32 * 16)
-    kc = get_regime("partial+kernel_cut", image_size=(256, 256)).terms[-1]
+    assert _last("partial+dense_crf")["weight"] == crf["weight"]  # 256 x 256 by default
+    assert _last("partial+dense_crf", image_size=(64, 32))["weight"] == pytest.approx(2e-9 * 32 * 16)
+    kc = _last("partial+kernel_cut", image_size=(256, 256))
     assert kc["weight"] == crf["weight"] and kc["weight"] * kc["args"]["gamma"] == pytest.approx(0.1)
-    assert get_regime("partial+normalized_cut").terms[-1]["weight"] == 0.1
+    assert _last("partial+normalized_cut")["weight"] == 0.1
     combo = get_regime("individual+gated_crf+entropy")
     assert combo.regularizers == ("gated_crf", "entropy") and [t["name"] for t in combo.terms][-2:] == ["gated_crf", "entropy"]
 
@@ -95,14 +100,9 @@ def test_unknown_names_list_the_valid_ones(name, fragment):
     assert isinstance(caught.value, ValueError)
 
 
-def test_bundle_restriction():
-    assert get_regime("volume3d+entropy", bundle="wss_volume_3d").bundle == "wss_volume_3d"
-    assert get_regime("hybrid_3", bundle="wss_hybrid").bundle == "wss_hybrid"
-    assert get_regime("full_3").bundle == "wss_hybrid" and get_regime("full").bundle == "wss_size_2d"
-    with pytest.raises(UnknownRegimeError, match="run by the bundle wss_volume_3d, not wss_size_2d"):
-        get_regime("volume3d", bundle="wss_size_2d")
-    with pytest.raises(UnknownRegimeError, match="wss_hybrid"):
-        get_regime("tags", bundle="wss_hybrid")
+def test_one_bundle_runs_every_regime():
+    for name in ("volume3d+entropy", "hybrid_3", "full_3", "full", "individual"):
+        assert get_regime(name).bundle == "wss_segmentation"
     assert "hybrid_<n>" in regime_names()
 
 
@@ -140,5 +140,9 @@ def test_every_regime_loss_takes_logits_and_the_batch(name):
 
 
 def test_loss_terms_override():
-    loss = get_regime("individual").build_loss(terms=[{"name": "partial_ce"}, {"name": "entropy", "weight": 0.5}])
+    from wss_monai.losses import EntropyMinimization, PartialCrossEntropy
+
+    spec = get_regime("individual").with_terms({"partial_ce": {"weight": 1.0, "term": PartialCrossEntropy},
+                                                 "entropy": {"weight": 0.5, "term": EntropyMinimization}})
+    loss = spec.build_loss()
     assert loss.keys == ["partial_ce", "entropy"] and loss.weights["entropy"] == 0.5

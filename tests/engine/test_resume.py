@@ -101,7 +101,7 @@ def test_killed_run_resumes_to_the_same_final_metrics(tiny_prepared, tmp_path, b
 
 
 def test_resume_needs_a_checkpoint(tiny_prepared, tmp_path, capsys):
-    common = dict(bundle="wss_size_2d", epochs=3, log_mlflow=False, check_keys=False)
+    common = dict(bundle="wss_segmentation", epochs=3, log_mlflow=False, check_keys=False)
     with pytest.raises(BundleInputError) as caught:
         TrainingSession(str(tiny_prepared), "individual", output_dir=str(tmp_path / "none"), resume=True, **common)
     assert caught.value.code == 2 and "holds no checkpoint_epoch=<N>.pt to resume from" in caught.value.message

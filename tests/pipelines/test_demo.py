@@ -37,7 +37,7 @@ def test_demo_trains_regimes_in_parallel_and_ends_with_the_report_and_the_ui_com
     client = MlflowClient(tracking_uri=f"sqlite:///{out / 'mlruns.db'}")
     runs = client.search_runs([client.get_experiment_by_name("acdc-lv").experiment_id])
     assert sorted(r.data.tags["regime"] for r in runs) == ["hybrid_1", "partial"]
-    assert {r.data.tags["bundle"] for r in runs} == {"wss_size_2d", "wss_hybrid"}
+    assert {r.data.tags["bundle"] for r in runs} == {"wss_segmentation"}
     assert all(r.info.status == "FINISHED" and r.data.tags["wss.pipeline"] == "demo" for r in runs)
     first, second = sorted(runs, key=lambda r: r.info.start_time)
     assert second.info.start_time < first.info.end_time, "--parallel 2 should overlap the two runs"

@@ -19,7 +19,7 @@ def test_two_regimes_one_epoch_give_a_table_row_each(tmp_path, capsys):
     assert code == 0, printed
 
     # one progress line per regime when it starts and when it ends
-    assert "[1/2] individual: training (wss_size_2d" in printed and "[2/2] hybrid_1: training (wss_hybrid" in printed
+    assert "[1/2] individual: training (wss_segmentation" in printed and "[2/2] hybrid_1: training (wss_segmentation" in printed
     assert "[1/2] individual: best val 3D Dice" in printed and "[2/2] hybrid_1: best val 3D Dice" in printed
 
     with open(out / "regimes.csv", newline="", encoding="utf-8") as handle:
@@ -27,7 +27,7 @@ def test_two_regimes_one_epoch_give_a_table_row_each(tmp_path, capsys):
     assert set(rows) == {"individual", "hybrid_1"}
     for regime, row in rows.items():
         assert row["status"] == "FINISHED", row
-        assert row["bundle"] == ("wss_hybrid" if regime == "hybrid_1" else "wss_size_2d")
+        assert row["bundle"] == "wss_segmentation"
         assert int(float(row["epochs"])) == 1 and int(float(row["best_epoch"])) == 1
         for key in ("dice_3d", "dice_2d_one", "dice_2d_nan"):
             assert 0.0 <= float(row[key]) <= 1.0, (regime, key, row[key])
@@ -53,8 +53,6 @@ def test_table_order_follows_the_papers():
 
 
 def test_each_regime_runs_through_its_bundle():
-    assert regimes.bundle_config("individual").parts[-3] == "wss_size_2d"
-    assert regimes.bundle_config("volume3d").parts[-3] == "wss_volume_3d"
-    assert regimes.bundle_config("hybrid_3").parts[-3] == "wss_hybrid"
-    assert regimes.bundle_config("full_3").parts[-3] == "wss_hybrid"
+    for regime in ("individual", "volume3d", "hybrid_3", "full_3"):
+        assert regimes.bundle_config(regime).parts[-3] == "wss_segmentation"
     assert regimes.bundle_config("individual").is_file()

@@ -33,7 +33,7 @@ def test_report_of_a_hand_made_bundle_run_and_a_run_without_folder(tiny_prepared
     from wss_monai import tracking
 
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
-    config = REPO / "bundles" / "wss_size_2d" / "configs" / "train.json"
+    config = REPO / "bundles" / "wss_segmentation" / "configs" / "train.json"
     run_dir = tmp_path / "runs" / "by-hand"
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(config), "--dataset_dir", str(tiny_prepared),
            "--regime", "partial", "--epochs", "1", "--tracking_uri", uri, "--run_name", "by-hand", "--output_dir", str(run_dir),
@@ -60,7 +60,7 @@ def test_report_of_a_hand_made_bundle_run_and_a_run_without_folder(tiny_prepared
     assert 0.0 <= float(hand["dice_3d"]) <= 1.0 and hand["best_epoch"] in ("1", "1.0") and math.isfinite(float(hand["hd95_mm"]))
     assert hand["ms_per_image"] == "" and hand["train_s"] == ""
     assert hand["output_dir"] == str(run_dir) and hand["checkpoint"].endswith("models/model.pt")
-    assert hand["row"] == "partial" and hand["bundle"] == "wss_size_2d"
+    assert hand["row"] == "partial" and hand["bundle"] == "wss_segmentation"
     # the bare run: its best epoch's Dice, the rest blank
     assert float(bare["dice_3d"]) == pytest.approx(0.55) and bare["best_epoch"] in ("2", "2.0") and bare["epochs"] == "2"
     assert bare["output_dir"] == "" and bare["checkpoint"] == "" and bare["hd95_mm"] == "" and bare["seed"] in ("3", "3.0")

@@ -31,11 +31,11 @@ from monai.data import CacheDataset, Dataset, list_data_collate
 from monai.transforms import Compose
 from torch.utils.data import DataLoader
 
-from wss_monai.data.datalist import build_datalist, choose_full_patients, class_names, read_dataset_json
+from wss_monai.data.prepared import PreparedDataset
 from wss_monai.data.samplers import HybridBatchSampler, SliceBatchSampler, VolumeBatchSampler
 from wss_monai.data.transforms import FormatSampled, LoadSliced, RandWeakAffined, SizeBoundsd
 
-__all__ = ["make_dataloader", "WeakSliceDataset", "SAMPLINGS"]
+__all__ = ["make_dataloader", "WeakSliceDataset", "SAMPLINGS", "default_transform"]
 
 SAMPLINGS = ("slices", "volume", "hybrid")
 
@@ -47,10 +47,18 @@ def _unwrap(error: BaseException) -> BaseException:
     return error
 
 
+def default_transform(num_classes: int) -> Compose:
+    """The deterministic steps of every sample (what ``train.json``'s ``preprocessing`` spells out):
+    read the slice, its weak labels and mask (:class:`LoadSliced`), then its bounds as (C, 2)
+    (:class:`SizeBoundsd`)."""
+    return Compose([LoadSliced(image_key="image", label_keys=("weak", "label")), SizeBoundsd(keys="bounds", num_classes=num_classes)])
+
+
 class WeakSliceDataset(torch.utils.data.Dataset):
     """Samples of one split: cached loading, then the seeded augmentation, then batch dtypes.
 
-    ``dataset[i]`` gives sample ``i`` unaugmented; ``dataset[(i, sample_seed, scale_seed)]``
+    ``transform`` (default :func:`default_transform`) runs once per sample and is cached; it must
+    be deterministic. ``dataset[i]`` gives sample ``i`` unaugmented; ``dataset[(i, sample_seed, scale_seed)]``
     (what the batch samplers yield) augments it with flips/rotation drawn from
     ``sample_seed`` and the zoom drawn from ``scale_seed``.
 
@@ -66,16 +74,12 @@ class WeakSliceDataset(torch.utils.data.Dataset):
         num_classes: int,
         *,
         augment: RandWeakAffined | None = None,
+        transform: Any = None,
         cache: bool = True,
         cache_workers: int | None = 1,
     ) -> None:
         self.samples = list(samples)
-        deterministic = Compose(
-            [
-                LoadSliced(image_key="image", label_keys=("weak", "label")),
-                SizeBoundsd(keys="bounds", num_classes=num_classes),
-            ]
-        )
+        deterministic = default_transform(num_classes) if transform is None else transform
         data = [dict(s, image_path=s["image"]) for s in self.samples]
         try:
             if cache:
@@ -150,7 +154,7 @@ def _worker_init(worker_id: int) -> None:
 
 
 def make_dataloader(
-    dataset_dir: str | Path,
+    dataset_dir: str | Path | PreparedDataset,
     split: str,
     *,
     weak: str | None = "erosion",
@@ -159,7 +163,8 @@ def make_dataloader(
     full_patients: int = 0,
     full: bool = False,
     batch_size: int = 8,
-    augment: bool | Mapping | RandWeakAffined = False,
+    augment: bool | Mapping | RandWeakAffined | None = False,
+    transform: Any = None,
     shuffle: bool | None = None,
     num_workers: int = 0,
     seed: int = 0,
@@ -176,7 +181,7 @@ def make_dataloader(
     """A ``DataLoader`` over one split of a prepared dataset (batch format: module docstring).
 
     Args:
-        dataset_dir: a prepared dataset (``dataset.json`` at its root).
+        dataset_dir: a prepared dataset (:class:`PreparedDataset`, or its folder).
         split: ``"training"``, ``"validation"`` or ``"test"``.
         weak: weak-label strategy (an entry's ``"weak"`` key), ``"primary"`` for the dataset's
             primary one, or ``None`` for all-255 weak labels (regime ``full``).
@@ -192,7 +197,9 @@ def make_dataloader(
         batch_size: slices per batch (``"slices"``, ``"hybrid"``).
         augment: training only (no effect on validation/test): ``True`` for the default
             :class:`RandWeakAffined` (flips, rotation, zoom with bounds scaled by s^2), a dict of
-            its arguments, or an instance.
+            its arguments, or an instance (``train.json``'s ``train#augmentation``).
+        transform: the cached deterministic steps (default :func:`default_transform`;
+            ``train.json``'s ``train#preprocessing``).
         shuffle: default ``True`` for training, ``False`` otherwise.
         num_workers: DataLoader worker processes (results do not depend on it).
         seed: order, augmentation and full-patient choice.
@@ -222,18 +229,16 @@ def make_dataloader(
         raise ValueError("full_share applies to sampling='hybrid' only")
     training = split == "training"
     shuffle = training if shuffle is None else bool(shuffle)
-    samples = build_datalist(
-        dataset_dir, split, weak=weak, bounds=bounds, full_patients=full_patients, full=full, seed=seed, load_labels=load_labels
-    )
+    prepared = dataset_dir if isinstance(dataset_dir, PreparedDataset) else PreparedDataset(dataset_dir)
+    samples = prepared.datalist(split, weak=weak, bounds=bounds, full_patients=full_patients, full=full, seed=seed, load_labels=load_labels)
     if not samples:
-        raise ValueError(f"{Path(dataset_dir) / 'dataset.json'}: the {split!r} split has no samples")
-    names = class_names(dataset_dir)
+        raise ValueError(f"{prepared.path}: the {split!r} split has no samples")
     augmenter = _augmenter(augment) if training else None
-    dataset = WeakSliceDataset(samples, len(names), augment=augmenter, cache=cache, cache_workers=max(1, int(num_workers)))
-    dataset.class_names = names
+    dataset = WeakSliceDataset(samples, prepared.num_classes, augment=augmenter, transform=transform, cache=cache,
+                               cache_workers=max(1, int(num_workers)))
+    dataset.class_names = dict(prepared.class_names)
     if full_patients and training:
-        manifest = read_dataset_json(dataset_dir)
-        dataset.full_patients = choose_full_patients((e["patient"] for e in manifest.get("training", [])), full_patients, seed)
+        dataset.full_patients = prepared.full_patient_names(full_patients, seed)
 
     rank_, world = _rank_world(distributed, rank, world_size)
     volumes = [s["volume"] for s in samples]

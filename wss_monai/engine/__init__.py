@@ -35,6 +35,7 @@ from wss_monai.engine.session import (
     current_config,
     dataset_num_classes,
     latest_checkpoint,
+    open_dataset,
     read_run_info,
 )
 
@@ -46,6 +47,7 @@ __all__ = [
     "EvaluationSession",
     "current_config",
     "dataset_num_classes",
+    "open_dataset",
     "read_run_info",
     "latest_checkpoint",
     "check_override_keys",

@@ -32,8 +32,10 @@ __all__ = [
     "EvaluationSession",
     "current_config",
     "dataset_num_classes",
-    "read_manifest",
+    "open_dataset",
     "RUN_INFO",
+    "MODEL_CARD",
+    "write_model_card",
     "BEST_CHECKPOINT",
     "HISTORY",
     "latest_checkpoint",
@@ -47,6 +49,11 @@ RUN_INFO = "run.json"
 
 BEST_CHECKPOINT = "models/model.pt"
 """The best checkpoint (network state_dict, by validation 3D Dice), relative to the output folder."""
+
+MODEL_CARD = "models/preprocessing.json"
+"""Beside the best checkpoint: the bundle, classes and preprocessing a new scan must go through (:meth:`TrainingSession.model_card`)."""
+
+MODEL_CARD_FORMAT = 1
 
 HISTORY = "history.json"
 """Per-epoch metrics of a training run (its curves; read back when the run is resumed)."""
@@ -88,77 +95,25 @@ def current_config() -> dict | None:
     return None
 
 
-def read_manifest(dataset_dir: str | os.PathLike | None, *, required: bool = True) -> dict | None:
-    """``dataset.json`` of a prepared dataset; bad or missing input ends the run (exit 2) if ``required``."""
-    if dataset_dir is None or str(dataset_dir).strip() == "":
-        if not required:
-            return None
-        fail("dataset_dir is required: pass --dataset_dir PREPARED (a folder written by `python -m data_prep ...`).")
-    root = Path(str(dataset_dir)).expanduser()
-    path = root / "dataset.json"
-    if not root.is_dir():
-        if not required:
-            return None
-        fail(f"{root}: dataset_dir does not exist or is not a folder (pass a folder written by `python -m data_prep ...`).")
-    if not path.is_file():
-        if not required:
-            return None
-        fail(f"{path}: no dataset.json; dataset_dir must be a prepared dataset (written by `python -m data_prep ...`).")
+def open_dataset(dataset_dir: str | os.PathLike | None):
+    """The :class:`~wss_monai.data.PreparedDataset` of ``dataset_dir``; bad input ends the run (exit 2)."""
+    from wss_monai.data.prepared import DatasetError, PreparedDataset
+
     try:
-        manifest = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        fail(f"{path}: cannot read it as JSON ({err}).")
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("labels"), Mapping):
-        fail(f"{path}: not a prepared dataset (no 'labels' mapping).")
-    return manifest
+        return PreparedDataset(dataset_dir)
+    except DatasetError as err:
+        fail(str(err))
 
 
 def dataset_num_classes(dataset_dir: str | os.PathLike | None = None, default: int = 2) -> int:
     """Number of classes (background included) of a prepared dataset, or ``default`` without one.
 
-    The bundles use it for ``network_def``'s output channels; tools that build the network without
+    The bundle uses it for ``network_def``'s output channels; tools that build the network without
     a dataset (``verify_net_in_out``, ``ckpt_export``) get ``default``.
     """
-    manifest = read_manifest(dataset_dir, required=False)
-    if manifest is None:
+    if dataset_dir is None or str(dataset_dir).strip() == "" or not (Path(str(dataset_dir)).expanduser() / "dataset.json").is_file():
         return int(default)
-    return len(manifest["labels"])
-
-
-def _class_names(manifest: Mapping) -> dict[int, str]:
-    return {int(k): str(v) for k, v in manifest["labels"].items()}
-
-
-def _image_size(root: Path, manifest: Mapping) -> tuple[int, int] | None:
-    """(H, W) of the prepared slices, from prep.json or the first slice's header."""
-    prep = root / "prep.json"
-    try:
-        size = json.loads(prep.read_text())["options"]["size"]
-        if isinstance(size, int):
-            return (size, size)
-        return (int(size[0]), int(size[1]))
-    except Exception:
-        pass
-    for split in SPLITS:
-        for entry in manifest.get(split, [])[:1]:
-            try:
-                import nibabel as nib
-
-                shape = nib.load(str(root / entry["image"])).shape
-                return (int(shape[0]), int(shape[1]))
-            except Exception:
-                return None
-    return None
-
-
-def _available(manifest: Mapping, list_key: str, entry_key: str) -> list[str]:
-    if manifest.get(list_key):
-        return [str(s) for s in manifest[list_key]]
-    found: set[str] = set()
-    for split in SPLITS:
-        for entry in manifest.get(split, []):
-            found.update((entry.get(entry_key) or {}).keys())
-    return sorted(found)
+    return open_dataset(dataset_dir).num_classes
 
 
 def _rank_and_world() -> tuple[int, int]:
@@ -267,6 +222,7 @@ def check_override_keys() -> None:
             inspect.signature(_bundle_run_fn()).parameters) | {"workflow_name", "workflow", "args_file", "config_file"}
     except Exception:  # unreadable files are reported by MONAI itself
         return
+    _check_term_targets(content)
     known = set(content) | {"_meta_"}
     unknown = []
     for key in overrides:
@@ -288,6 +244,23 @@ def check_override_keys() -> None:
     )
 
 
+def _check_term_targets(content: Mapping[str, Any]) -> None:
+    """Stop with one line on a regime or regularizer term whose ``_target_`` names no class (MONAI's own error is a traceback)."""
+    from pydoc import locate
+
+    tables = {"regimes": content.get("regimes"), "regularizers": content.get("regularizers")}
+    for table_name, table in tables.items():
+        if not isinstance(table, Mapping):
+            continue
+        for name, entry in table.items():
+            terms = (entry.get("loss_terms") if table_name == "regimes" else {name: entry}) if isinstance(entry, Mapping) else None
+            for term_name, term in (terms or {}).items() if isinstance(terms, Mapping) else ():
+                target = term.get("term", {}).get("_target_") if isinstance(term, Mapping) and isinstance(term.get("term"), Mapping) else None
+                if isinstance(target, str) and not target.startswith(("$", "@")) and locate(target) is None:
+                    fail(f"{table_name}#{name}: term {term_name!r} has _target_ {target!r}, which names no class; "
+                         "a term is a loss class such as wss_monai.losses.SizePenalty.")
+
+
 def _bundle_run_fn():
     from monai.bundle import scripts
 
@@ -302,13 +275,14 @@ class TrainingSession:
     """Checked inputs and resolved names of one training run (the ``session`` of ``train.json``).
 
     Args:
-        dataset_dir: the prepared dataset (``dataset.json`` at its root).
-        regime: regime name (:mod:`wss_monai.regimes`); must be one the ``bundle`` runs.
-        bundle: ``wss_size_2d``, ``wss_volume_3d`` or ``wss_hybrid`` (None: any regime).
+        dataset: the prepared dataset (:class:`~wss_monai.data.PreparedDataset`, or its folder).
+        regime: regime name (:mod:`wss_monai.regimes`), read against ``regimes``/``regularizers``.
+        regimes, regularizers: the bundle's resolved tables (None: the repository bundle's).
+        bundle: the bundle's name (logged).
         seed: seed of the run (logged, and the hybrid regimes' choice of full patients).
         epochs: number of epochs (checked >= 1).
         weak: weak-label strategy; None = the dataset's primary one (``weak_primary``).
-        loss_terms: a term list replacing the regime's own (``WeakSupervisionLoss`` config).
+        loss_terms: terms replacing the regime's own (name -> ``{"weight", "term"}``, as in the table).
         tracking_uri: MLflow store or server; None = SQLite ``mlruns.db`` in the working folder.
         experiment_name: None = the dataset's name (``dataset.json`` ``"name"``, e.g. ``acdc-lv``).
         run_name: None = ``<regime>-s<seed>-<time>-<hex>`` (unique). A given name must not exist
@@ -336,14 +310,16 @@ class TrainingSession:
 
     def __init__(
         self,
-        dataset_dir: str | os.PathLike | None,
+        dataset: Any,
         regime: str | None,
+        regimes: Mapping[str, Any] | None = None,
+        regularizers: Mapping[str, Any] | None = None,
         *,
         bundle: str | None = None,
         seed: int = 0,
         epochs: int | None = None,
         weak: str | None = None,
-        loss_terms: Sequence[Mapping[str, Any]] | None = None,
+        loss_terms: Mapping[str, Any] | None = None,
         tracking_uri: str | None = None,
         experiment_name: str | None = None,
         run_name: str | None = None,
@@ -354,76 +330,66 @@ class TrainingSession:
         resume: bool | str = False,
         check_keys: bool = True,
     ) -> None:
-        from wss_monai import regimes, tracking
+        from wss_monai import regimes as regimes_mod
+        from wss_monai import tracking
+
+        from wss_monai.data.prepared import DatasetError, PreparedDataset
 
         if check_keys:
             check_override_keys()
-        manifest = read_manifest(dataset_dir)
-        self.dataset_dir = str(Path(str(dataset_dir)).expanduser().resolve())
-        root = Path(self.dataset_dir)
-        self.manifest = manifest
-        self.dataset_name = str(manifest.get("name") or root.name)
+        data = dataset if isinstance(dataset, PreparedDataset) else open_dataset(dataset)
+        self.dataset = data
+        self.dataset_dir = str(data.root)
+        self.dataset_name = data.name
         self.bundle = bundle
         self.seed = int(seed)
         if epochs is not None and (isinstance(epochs, bool) or int(epochs) < 1):
             fail(f"epochs must be a whole number >= 1, got {epochs!r}.")
         self.epochs = None if epochs is None else int(epochs)
-        self.class_names = _class_names(manifest)
-        self.num_classes = len(self.class_names)
-        self.image_size = _image_size(root, manifest)
+        self.class_names = dict(data.class_names)
+        self.num_classes = data.num_classes
+        self.image_size = data.image_size
 
         if regime is None or str(regime).strip() == "":
-            fail(f"regime is required: pass --regime NAME ({', '.join(regimes.regime_names())}).")
+            fail(f"regime is required: pass --regime NAME ({', '.join(regimes_mod.regime_names(regimes))}).")
         try:
-            spec = regimes.get_regime(str(regime), image_size=self.image_size, bundle=bundle)
-        except regimes.UnknownRegimeError as err:
+            spec = regimes_mod.get_regime(str(regime), regimes, regularizers, image_size=self.image_size)
+            if loss_terms is not None:
+                spec = spec.with_terms(loss_terms)
+        except (regimes_mod.UnknownRegimeError, regimes_mod.RegimeTableError) as err:
             fail(str(err))
 
-        # weak labels and bounds the regime reads must exist in this dataset
-        path = root / "dataset.json"
-        strategies = _available(manifest, "weak_strategies", "weak")
-        chosen_weak = weak or manifest.get("weak_primary") or (strategies[0] if strategies else None)
-        if chosen_weak is None or chosen_weak not in strategies:
+        # weak labels, bounds and full masks the regime reads must exist in this dataset
+        if not data.entries("validation"):
+            fail(f"{data.path}: the validation split is empty; the best checkpoint is chosen on it (prepare with --val N).")
+        chosen_weak = weak or data.weak_primary
+        if chosen_weak is None or chosen_weak not in data.weak_strategies:
             fail(
-                f"{path}: regime {spec.name!r} needs the weak labels {chosen_weak!r}, which this dataset does not have "
-                f"(it has: {', '.join(strategies) or 'none'}); pass --weak with one of those, or prepare the dataset "
+                f"{data.path}: regime {spec.name!r} needs the weak labels {chosen_weak!r}, which this dataset does not have "
+                f"(it has: {', '.join(data.weak_strategies) or 'none'}); pass --weak with one of those, or prepare the dataset "
                 f"with --weak {chosen_weak}."
             )
         spec = spec.with_weak(chosen_weak)
-        rules = _available(manifest, "bound_rules", "bounds")
-        if spec.bounds is not None and spec.bounds not in rules:
+        if spec.bounds is not None and spec.bounds not in data.bound_rules:
             fail(
-                f"{path}: regime {spec.name!r} needs the size bounds {spec.bounds!r}, which this dataset does not have "
-                f"(it has: {', '.join(rules) or 'none'})."
+                f"{data.path}: regime {spec.name!r} needs the size bounds {spec.bounds!r}, which this dataset does not have "
+                f"(it has: {', '.join(data.bound_rules) or 'none'})."
             )
-        training = manifest.get("training") or []
-        if not training:
-            fail(f"{path}: the training split is empty; nothing to train on.")
-        if not manifest.get("validation"):
-            fail(f"{path}: the validation split is empty; the best checkpoint is chosen on it (prepare with --val N).")
-        patients = sorted({str(e.get("patient")) for e in training})
+        patients = data.patients("training")
         if spec.full_patients > len(patients):
             fail(
                 f"regime {spec.name!r} needs {spec.full_patients} fully annotated training patients; "
-                f"{path} has {len(patients)} training patients."
+                f"{data.path} has {len(patients)} training patients."
             )
+        try:
+            self.full_patient_names: list[str] = data.check_training(
+                weak=None if spec.full else chosen_weak, bounds=spec.bounds, full=spec.full, full_patients=spec.full_patients, seed=self.seed
+            )
+        except DatasetError as err:
+            fail(f"regime {spec.name!r}: {err}")
         if spec.routing and spec.full_patients == len(patients):
             logger.warning(f"regime {spec.name}: all {len(patients)} training patients are fully annotated (no weak patient left)")
-        self.full_patient_names: list[str] = []
-        if spec.full_patients:
-            try:
-                from wss_monai.data.datalist import choose_full_patients
-
-                self.full_patient_names = list(choose_full_patients(patients, spec.full_patients, self.seed))
-            except ImportError:  # data layer without the helper: the loader still decides
-                self.full_patient_names = []
         self.spec = spec
-        self.loss_terms = None if loss_terms is None else [dict(t) for t in loss_terms]
-        if self.loss_terms is not None:
-            try:
-                spec.build_loss(terms=self.loss_terms)
-            except (TypeError, ValueError, ImportError) as err:
-                fail(f"loss_terms: {err}")
 
         # names: experiment, run, output folder (rank 0 decides, the others follow)
         self.log_mlflow = as_bool(log_mlflow, "log_mlflow")
@@ -573,20 +539,12 @@ class TrainingSession:
     @property
     def volume_spacing(self) -> dict[str, tuple[float, float, float]]:
         """Volume name -> (row, column, slice distance) in mm of the prepared slices."""
-        from wss_monai.data import volume_spacing_3d
-
-        return volume_spacing_3d(self.dataset_dir)
-
-    def build_loss(self, softmax: bool = True):
-        """The regime's loss (``loss_terms`` replaces its terms when given)."""
-        return self.spec.build_loss(softmax=softmax, terms=self.loss_terms)
+        return self.dataset.volume_spacing
 
     def resolved(self) -> dict[str, Any]:
         """The facts this session decided, logged under ``resolved.*``."""
         spec = self.spec.to_dict()
-        if self.loss_terms is not None:
-            spec["terms"] = self.loss_terms
-        return {
+        out = {
             "bundle": self.bundle,
             "regime": self.spec.name,
             "dataset": self.dataset_name,
@@ -603,6 +561,9 @@ class TrainingSession:
             "tracking_uri": self.tracking_uri,
             "output_dir": self.output_dir,
         }
+        if self.dataset.provenance:
+            out["provenance"] = self.dataset.provenance
+        return out
 
     @property
     def resuming(self) -> bool:
@@ -619,6 +580,7 @@ class TrainingSession:
         (out / "models").mkdir(parents=True, exist_ok=True)
         (out / "checkpoints").mkdir(parents=True, exist_ok=True)
         if self.rank == 0:
+            write_model_card(out / MODEL_CARD, self.model_card())
             if self.resuming:
                 logger.info(f"resuming from {self.resume_checkpoint}: epochs {self.resume_epoch + 1} to {self.epochs}")
             where = f"MLflow run {self.run_name!r} in experiment {self.experiment!r} ({self.tracking_uri})" if self.log_mlflow else "MLflow off"
@@ -628,6 +590,19 @@ class TrainingSession:
                 f"output in {self.output_dir}; {where}"
             )
         return self
+
+    def model_card(self) -> dict[str, Any]:
+        """What inference needs besides the weights: the bundle, the classes and the preprocessing of the data."""
+        return {
+            "bundle": self.bundle or "wss_segmentation",
+            "format": MODEL_CARD_FORMAT,
+            "num_classes": self.num_classes,
+            "class_names": [self.class_names[c] for c in sorted(self.class_names)],
+            "in_channels": 1,
+            "preprocessing": self.dataset.preprocessing,
+            "regime": self.spec.name,
+            "dataset": self.dataset_name,
+        }
 
     def finish(self) -> None:
         """Say where the results are (call it from ``finalize``)."""
@@ -647,6 +622,15 @@ def _is_path_like(value: Any) -> bool:
         return False
     text = value.strip().lower()
     return bool(text) and text not in ("true", "false", "yes", "no", "on", "off", "1", "0")
+
+
+def write_model_card(path: str | os.PathLike, card: Mapping[str, Any]) -> None:
+    """Write the model card (``models/preprocessing.json``) atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(dict(card), indent=2) + "\n")
+    os.replace(tmp, path)
 
 
 def read_run_info(output_dir: str | os.PathLike) -> dict | None:
@@ -675,7 +659,7 @@ class EvaluationSession:
     """Checked inputs of ``evaluate.json`` / ``inference.json``.
 
     Args:
-        dataset_dir: the prepared dataset the network was trained on.
+        dataset: the prepared dataset the network was trained on (:class:`~wss_monai.data.PreparedDataset` or its folder).
         output_dir: the training run's output folder (holds ``models/model.pt`` and ``run.json``).
         ckpt_path: the checkpoint to use; None = ``<output_dir>/models/model.pt``.
         split: ``test`` (default; ``validation`` with a warning when the test split is empty),
@@ -692,18 +676,21 @@ class EvaluationSession:
 
     def __init__(
         self,
-        dataset_dir: str | os.PathLike | None,
+        dataset: Any,
         output_dir: str | os.PathLike | None = None,
         ckpt_path: str | os.PathLike | None = None,
         split: str = "test",
         workflow: str = "evaluate",
         results_dir: str | os.PathLike | None = None,
     ) -> None:
-        manifest = read_manifest(dataset_dir)
-        self.manifest = manifest
-        self.dataset_dir = str(Path(str(dataset_dir)).expanduser().resolve())
-        self.dataset_name = str(manifest.get("name") or Path(self.dataset_dir).name)
-        self.class_names = _class_names(manifest)
+        from wss_monai.data.prepared import PreparedDataset
+
+        data = dataset if isinstance(dataset, PreparedDataset) else open_dataset(dataset)
+        manifest = data.manifest
+        self.dataset = data
+        self.dataset_dir = str(data.root)
+        self.dataset_name = data.name
+        self.class_names = dict(data.class_names)
         self.num_classes = len(self.class_names)
         self.workflow = workflow
         allowed = (*SPLITS, "all") if workflow == "inference" else SPLITS
@@ -737,9 +724,7 @@ class EvaluationSession:
 
     @property
     def volume_spacing(self) -> dict[str, tuple[float, float, float]]:
-        from wss_monai.data import volume_spacing_3d
-
-        return volume_spacing_3d(self.dataset_dir)
+        return self.dataset.volume_spacing
 
     def key_metric_dict(self, metric: Any) -> dict[str, Any]:
         """``{<prefix>dice_3d_mean: metric}`` for an evaluator's ``key_val_metric``."""

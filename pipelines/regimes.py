@@ -864,6 +864,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--parallel", type=int, default=1,
                         help="bundle runs at once (default 1; on a CPU use the number of cores, each run then gets 1 torch thread)")
     parser.add_argument("--tracking-uri", default=None, help="MLflow store (default: sqlite:///DIR/mlruns.db)")
+    parser.add_argument("--weak", default=None,
+                        help="weak-label strategy of every run, e.g. 'user' for your own annotations (default: each regime's)")
+    parser.add_argument("--experiment", default=None, help="MLflow experiment (default: the prepared dataset's name)")
     args = parser.parse_args(argv)
     regimes = [r.strip() for r in args.regimes.split(",") if r.strip()]
     if not regimes:
@@ -893,7 +896,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     frame = run_regimes(prepared, regimes, out_dir=out, minutes_per_regime=args.minutes_per_regime or None,
                         epochs=args.epochs, tracking_uri=args.tracking_uri, batch_size=args.batch_size,
                         augment=args.augment, seed=args.seed, learning_rate=args.learning_rate, threads=args.threads,
-                        parallel=args.parallel)
+                        parallel=args.parallel, experiment=args.experiment,
+                        overrides={"weak": args.weak} if args.weak else None)
     text = f"{_settings_line(args, prepared)}\n\n{to_markdown(frame)}\n\n{LEGEND}\n"
     (out / "regimes.md").write_text(text, encoding="utf-8")
     print(f"\n{text}\nTable in {out / 'regimes.md'} and {out / 'regimes.csv'}; {len(frame)} regimes in "

@@ -301,3 +301,14 @@ def test_plots_write_pngs(tmp_path):
     assert [s["name"] for s in samples] == ["a slice 1", "c slice 3", "a slice 0"]
     path = plots.plot_overlays(samples, [s["label"] for s in samples], tmp_path / "o.png", title="t")
     assert open(path, "rb").read(4) == b"\x89PNG"
+
+
+@pytest.mark.parametrize(("key", "name"), [("run_name", "../../escape"), ("run_name", "/abs/run"), ("run_name", ".."),
+                                           ("experiment_name", "../up"), ("experiment_name", "a\\b")])
+def test_run_and_experiment_names_stay_under_runs(key, name, tmp_path, capsys, monkeypatch):
+    """Without --output_dir a run goes to runs/<experiment>/<run name>: a name that would leave it is refused."""
+    monkeypatch.chdir(tmp_path)
+    data = _dataset(tmp_path)
+    message = _fails(capsys, TrainingSession, str(data), "tags", log_mlflow=False, **{key: name})
+    assert f"--{key}" in message and "runs/" in message
+    assert not (tmp_path / "runs").exists() and not (tmp_path.parent / "escape").exists()

@@ -197,6 +197,13 @@ def _bundle_run_call() -> dict | None:
     return None
 
 
+def _is_folder_name(name: str) -> bool:
+    """Whether ``name`` is one folder name: a run's default folder ``runs/<experiment>/<run name>`` stays there."""
+    name = str(name)
+    return (bool(name.strip()) and name not in (".", "..") and "/" not in name and "\\" not in name
+            and not any(ord(c) < 32 for c in name))
+
+
 def check_override_keys() -> None:
     """Stop on a command-line key that is not a top-level key of the bundle's config files.
 
@@ -418,6 +425,11 @@ class TrainingSession:
             fail(f"run_name_exists must be one of {', '.join(RUN_NAME_POLICIES)}, got {run_name_exists!r}.")
         if resuming and resume_dir is None and (run_name is None or str(run_name).strip() == ""):
             fail("--resume needs the run to continue: pass --output_dir RUN_DIR (or --resume RUN_DIR, or its --run_name).")
+        if output_dir is None or str(output_dir).strip() == "":  # the default folder runs/<experiment>/<run name>
+            for key, name in (("experiment_name", self.experiment), ("run_name", run_name)):
+                if name is not None and str(name).strip() and not _is_folder_name(name):
+                    fail(f"--{key} {name!r} cannot name a folder under runs/ (no '/', '\\', '..' or control "
+                         "characters); choose another or pass --output_dir.")
         rank, _ = _rank_and_world()
         decided: dict[str, Any] = {}
         if rank == 0:

@@ -28,6 +28,7 @@ from wss_monai.engine.handlers import (
     unwrap,
 )
 from wss_monai.engine.scores import VolumeScoresMetric
+from wss_monai.engine.values import check_training_values
 from wss_monai.engine.session import (
     EvaluationSession,
     TrainingSession,
@@ -51,6 +52,7 @@ __all__ = [
     "read_run_info",
     "latest_checkpoint",
     "check_override_keys",
+    "check_training_values",
     "PrepareWeakBatch",
     "PrepareEvalBatch",
     "VolumeScoresMetric",

@@ -734,6 +734,11 @@ class MLflowTracker:
                 self._remind_sync()
             except Exception as err:  # never hide the original error
                 logger.warning(f"could not record the failed run in MLflow: {err}")
+            if isinstance(error, KeyboardInterrupt):  # Ctrl+C: a user's choice, not a crash to trace
+                print(f"interrupted at epoch {engine.state.epoch}: run {self.session.run_name!r} is marked KILLED; "
+                      f"continue it with the same command and --resume true (output in {self.output_dir})",
+                      file=sys.stderr, flush=True)
+                raise SystemExit(130) from None
         raise error
 
 

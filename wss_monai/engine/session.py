@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from wss_monai.engine.errors import as_bool, fail
+from wss_monai.engine.folder_lock import lock_output_dir
 
 __all__ = [
     "TrainingSession",
@@ -589,6 +590,8 @@ class TrainingSession:
     def start(self) -> "TrainingSession":
         """Create the output folder and say what is about to run (call it from ``initialize``)."""
         out = Path(self.output_dir)
+        if self.rank == 0:
+            lock_output_dir(out)  # before anything in the folder is written or cleared
         (out / "models").mkdir(parents=True, exist_ok=True)
         (out / "checkpoints").mkdir(parents=True, exist_ok=True)
         if self.rank == 0:

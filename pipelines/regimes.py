@@ -596,14 +596,11 @@ def init_store(tracking_uri: str) -> None:
     Two bundle runs started together on a new store would both try to create the tables and
     one would fail (``table runs already exists``); after this they only add rows.
     """
-    from mlflow import MlflowClient
-
     from wss_monai import tracking
 
     uri = tracking.resolve_tracking_uri(tracking_uri)
     if uri.startswith("sqlite:///"):
-        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-        MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+        tracking.store_client(uri)  # creates and upgrades the tables once, under the store's lock
 
 
 def stop_all(procs: Iterable[RegimeProcess], grace_s: float = STOP_GRACE_S) -> None:

@@ -242,3 +242,24 @@ def test_local_server_logs_serves_rest_and_stops(tmp_path):
     assert not tracking._group_alive(server.pid)  # the uvicorn worker is gone too
     assert stop_time < 25
     print(f"mlflow server: answered after {startup:.1f} s, stopped in {stop_time:.1f} s")
+
+
+def test_runs_started_together_on_a_new_sqlite_store_create_it_once(tmp_path):
+    """Four processes open one new SQLite store at the same moment: MLflow's table creation runs once
+    (under the store's lock) and every process gets a working store (before: 'duplicate column name')."""
+    import subprocess
+    import sys
+
+    uri = f"sqlite:///{tmp_path / 'new.db'}"
+    code = ("import sys, time; from wss_monai.tracking import store_client; time.sleep(max(0.0, float(sys.argv[2]) - time.time())); "
+            "c = store_client(sys.argv[1]); print(len(c.search_experiments()))")
+    import time as _time
+
+    start = _time.time() + 8.0  # every process waits for the same instant after its imports
+    procs = [subprocess.Popen([sys.executable, "-c", code, uri, str(start)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(4)]
+    results = [p.communicate(timeout=240) for p in procs]
+    for proc, (out, err) in zip(procs, results):
+        assert proc.returncode == 0, err[-2000:]
+        assert out.strip() == "1"  # the Default experiment
+    assert (tmp_path / "new.db.lock").exists()

@@ -286,31 +286,37 @@ def flatten_config(
 # logging a run
 
 
-def _client(tracking_uri: str):
+_READY_STORES: set[str] = set()  # SQLite files this process has seen created and upgraded
+
+
+def store_client(tracking_uri: str):
+    """An ``MlflowClient`` of ``tracking_uri``; a new SQLite store is created once, under a file lock.
+
+    MLflow creates (or upgrades) a SQLite store's tables the first time a process opens it; two
+    bundle runs starting at once on a new file both ran the migrations and one died with
+    ``duplicate column name: step``. For a SQLite URI the client is made, and its first query run,
+    inside an exclusive ``flock`` on ``<db>.lock``: the first process creates the tables, the
+    others wait and find them ready.
+    """
     from mlflow import MlflowClient
 
-    return MlflowClient(tracking_uri=tracking_uri)
-
-
-def _get_or_create_experiment(client, name: str, tracking_uri: str) -> str:
-    from mlflow.exceptions import MlflowException
-
-    experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    artifact_location = None
     db = _sqlite_path(tracking_uri)
-    if db is not None:
-        # beside the database, not in "./mlruns" of whatever folder this process runs in
-        artifact_location = (db.parent / DEFAULT_ARTIFACTS_DIR / _slug(name)).as_uri()
+    if db is None or str(db) in _READY_STORES:
+        return MlflowClient(tracking_uri=tracking_uri)
     try:
-        return client.create_experiment(name, artifact_location=artifact_location)
-    except MlflowException:
-        # another process created it between our two calls
-        experiment = client.get_experiment_by_name(name)
-        if experiment is None:
-            raise
-        return experiment.experiment_id
+        import fcntl
+    except ImportError:  # not POSIX: no lock, MLflow's own behaviour
+        return MlflowClient(tracking_uri=tracking_uri)
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            client = MlflowClient(tracking_uri=tracking_uri)
+            client.search_experiments(max_results=1)
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    _READY_STORES.add(str(db))
+    return client
 
 
 @dataclass
@@ -328,7 +334,7 @@ class TrackedRun:
 
     def __post_init__(self):
         if self.client is None:
-            self.client = _client(self.tracking_uri)
+            self.client = store_client(self.tracking_uri)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Log already-flat params (made MLflow-safe as in :func:`flatten_config`)."""
@@ -410,7 +416,7 @@ def start_run(
         tags: extra tags; ``regime`` and ``seed`` are always set.
     """
     uri = resolve_tracking_uri(tracking_uri)
-    client = _client(uri)
+    client = store_client(uri)
     experiment_id = _get_or_create_experiment(client, experiment, uri)
     name = run_name or unique_run_name(regime, seed)
     all_tags = {"regime": regime, **({"seed": str(seed)} if seed is not None else {}), **(tags or {})}
@@ -625,7 +631,7 @@ class ResilientRun:
         ok, reason = reachable(uri)
         if ok:
             try:
-                client = _client(uri)
+                client = store_client(uri)
                 if resume and resume_run_id:
                     found = _get_run_or_none(client, resume_run_id)
                     if found is not None:
@@ -799,7 +805,7 @@ def sync_fallback(source: str | os.PathLike, to: str | None = None) -> SyncResul
         raise ConnectionError(f"{target} does not answer ({reason}); nothing was synced, run the command again when it does.")
     start = FallbackJournal._start(entries, target)
     todo = [e for e in entries[start:] if e["op"] not in ("run", "synced")]
-    client = _client(target)
+    client = store_client(target)
     run_id = next((e.get("run_id") for e in reversed(entries[:start]) if e["op"] == "synced" and e.get("to") == target), None)
     if run_id is None:
         for entry in entries:
@@ -872,7 +878,7 @@ def experiment_runs(experiment: str, tracking_uri: str | None = None, *, client=
         ValueError: the experiment does not exist (the message lists those that do).
     """
     uri = resolve_tracking_uri(tracking_uri)
-    client = client or _client(uri)
+    client = client or store_client(uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
         names = sorted(e.name for e in client.search_experiments())
@@ -915,7 +921,7 @@ def runs_dataframe(
     if best not in ("max", "min"):
         raise ValueError(f"best must be 'max' or 'min', got {best!r}.")
     uri = resolve_tracking_uri(tracking_uri)
-    client = _client(uri)
+    client = store_client(uri)
     rows = []
     for run in experiment_runs(experiment, uri, client=client):
         row = {

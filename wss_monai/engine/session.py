@@ -528,9 +528,9 @@ class TrainingSession:
             logger.warning(f"cannot check that run name {name!r} is free: {self.tracking_uri} does not answer ({reason})")
             return set()
         try:
-            from mlflow import MlflowClient
+            from wss_monai.tracking import store_client
 
-            client = MlflowClient(tracking_uri=self.tracking_uri)
+            client = store_client(self.tracking_uri)  # creates a new SQLite store once, under a lock
             experiment = client.get_experiment_by_name(self.experiment)
             if experiment is None:
                 return set()

@@ -701,6 +701,35 @@ def _hostile_names(work: Path) -> Setup:
     return csv_setup(raw, listing_text, "--val", "0", code=0, verify=verify)
 
 
+@case("csv-bom-crlf", "legal: a CSV listing saved by a spreadsheet (UTF-8 byte-order mark, CRLF line ends)")
+def _csv_bom_crlf(work: Path) -> Setup:
+    raw = custom_raw(work / "raw")
+    setup = csv_setup(raw, "", "--val", "0", code=0, verify=lambda found: prepared_problems(found, volumes=2))
+    text = "image,label\r\nimages/a.nii.gz,labels/a.nii.gz\r\nimages/b.nii.gz,labels/b.nii.gz\r\n"
+    (raw / "list.csv").write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    return setup
+
+
+@case("csv-same-image-twice", "a CSV listing one image under two case names (it would land in two splits)")
+def _csv_same_image_twice(work: Path) -> Setup:
+    raw = custom_raw(work / "raw")
+    text = "image,label,case\nimages/a.nii.gz,labels/a.nii.gz,one\nimages/a.nii.gz,labels/a.nii.gz,two\n"
+    return csv_setup(raw, text, "--val", "0", names=str(raw / "list.csv"), problem="is listed twice")
+
+
+@case("header-claims-huge-volume", "a NIfTI header claiming 30000^3 voxels in a small file: refused before any allocation")
+def _huge_header(work: Path) -> Setup:
+    import gzip
+    import struct
+
+    raw = custom_raw(work / "raw")
+    path = raw / "images" / "b.nii.gz"
+    data = bytearray(gzip.decompress(path.read_bytes()))
+    struct.pack_into("<8h", data, 40, 3, 30000, 30000, 30000, 1, 1, 1, 1)  # dim[0..7] of the NIfTI-1 header
+    path.write_bytes(gzip.compress(bytes(data)))
+    return custom_setup(work, names=str(path), problem="cannot hold them")
+
+
 @case("format-string-pattern", "a --labels pattern '{case.__class__}' that str.format would evaluate")
 def _format_pattern(work: Path) -> Setup:
     custom_raw(work / "raw")

@@ -143,6 +143,7 @@ def _read_nifti(path: Path):
     shape = tuple(int(n) for n in header.get_data_shape())
     if shape and min(shape) < 1:
         raise InputError(path, f"is empty: shape {shape} has a zero-length axis")
+    _check_claimed_size(path, shape, header.get_data_dtype().itemsize, int(header.get_data_offset()))
     array = np.asanyarray(_nifti_dataobj(img, path))
     # The header zooms are the voxel size; ACDC's sform is a unit diag(-1,-1,1) while its qform
     # holds the real spacing, and nibabel's ``affine`` prefers the sform: so prefer the qform.
@@ -154,6 +155,30 @@ def _read_nifti(path: Path):
     else:
         affine = np.diag(list(spacing[:3]) + [1.0] * (4 - len(spacing[:3])))
     return array, spacing, np.asarray(affine, dtype=np.float64)
+
+
+GZIP_MAX_RATIO = 1100
+"""Deflate never expands data more than about 1032-fold, so a .gz file cannot hold more than this times its size."""
+
+
+def _check_claimed_size(path: Path, shape: tuple[int, ...], itemsize: int, offset: int) -> None:
+    """Refuse a header whose voxel count the file cannot hold, before anything is allocated.
+
+    A tampered header can claim 100000^3 voxels in a file of a few kilobytes; reading it would try
+    to allocate petabytes. Uncompressed: the file must hold offset + voxels x itemsize bytes.
+    Gzip: the voxels cannot exceed :data:`GZIP_MAX_RATIO` times the compressed size.
+    """
+    if not path.name.lower().endswith((".nii", ".nii.gz")):  # an .hdr keeps its voxels in the .img beside it
+        return
+    claimed = int(np.prod(shape, dtype=object)) * int(itemsize)
+    size = path.stat().st_size
+    if path.name.lower().endswith(".gz"):
+        possible = size * GZIP_MAX_RATIO
+    else:
+        possible = max(0, size - max(offset, 0))
+    if claimed > possible:
+        raise InputError(path, f"header claims {shape} voxels ({claimed / 2**30:.3g} GiB of data) but the file "
+                               f"({size} bytes) cannot hold them: a damaged or tampered header")
 
 
 def _nifti_dataobj(img, path: Path):

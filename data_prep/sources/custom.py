@@ -18,11 +18,11 @@ See data_prep/README.md for a worked example.
 
 from __future__ import annotations
 
-import csv
 import re
 from pathlib import Path
 
 from data_prep.errors import InputError
+from data_prep.tables import Table
 from data_prep.sources import Case, SourceSpec, check_unique_volumes, require_folder, require_label
 
 SPEC = SourceSpec(
@@ -118,28 +118,22 @@ def _cases_from_patterns(src: Path, images: str, labels: str | None, labels_opti
 
 
 def _cases_from_csv(src: Path, listing: Path, labels_optional: bool = False) -> list[Case]:
-    if not listing.is_file():
-        raise InputError(listing, "CSV listing not found")
-    try:
-        with listing.open(newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
-    except (OSError, UnicodeDecodeError, csv.Error) as err:
-        raise InputError(listing, f"cannot read the CSV listing ({err})") from None
-    if not rows:
-        return []
-    missing = {"image"} | (set() if labels_optional else {"label"})
-    missing -= set(rows[0])
-    if missing:
-        raise InputError(listing, f"CSV listing lacks column(s) {', '.join(sorted(missing))} (needs image,label[,patient][,case])")
-    cases = []
-    for number, row in enumerate(rows, start=2):
-        label_text = (row.get("label") or "").strip()
-        if not row["image"].strip() or (not label_text and not labels_optional):
-            raise InputError(listing, f"line {number}: empty image or label path")
+    # Table reads a byte-order mark and CRLF line ends (as spreadsheet programs write them) and
+    # strips the cells; each problem names the listing and its line.
+    table = Table(listing, "CSV listing", required=("image",) if labels_optional else ("image", "label"))
+    cases, seen = [], {}
+    for row, number in table.rows:
+        label_text = row.get("label", "")
+        if not row["image"] or (not label_text and not labels_optional):
+            raise table.error(number, "empty image or label path")
         image = _resolve(src, row["image"])
+        key = str(image.resolve()) if image.exists() else str(image)
+        if key in seen:  # one scan under two case names would land in two splits (leakage)
+            raise table.error(number, f"image {row['image']} is listed twice (also on line {seen[key]})")
+        seen[key] = number
         label = _resolve(src, label_text) if label_text else None
-        case_id = (row.get("case") or "").strip() or _stem(image)
-        patient = (row.get("patient") or "").strip() or case_id
+        case_id = row.get("case", "") or _stem(image)
+        patient = row.get("patient", "") or case_id
         cases.append(_case(patient, case_id, image, label, labels_optional, {"case": case_id, "patient": patient}))
     return cases
 

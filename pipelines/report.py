@@ -475,12 +475,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if sqlite and not Path(sqlite).is_file():
         print(f"error: {sqlite}: no MLflow store there (pass --tracking-uri)", file=sys.stderr)
         return 2
+    answers, reason = tracking.reachable(uri)
+    if not answers:
+        print(f"error: --tracking-uri {uri}: the server does not answer ({reason}); start it or pass another store",
+              file=sys.stderr)
+        return 2
+    out = (args.out or Path(f"report_{args.experiment}")).resolve()
+    if out.exists() and not out.is_dir():
+        print(f"error: --out {out}: is a file; choose a folder", file=sys.stderr)
+        return 2
     try:
         runs = collect(args.experiment, uri)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    out = (args.out or Path(f"report_{args.experiment}")).resolve()
     path = write_report(runs, out, title=args.title or f"Report of the MLflow experiment {args.experiment}",
                         overlays=not args.no_overlays, log=lambda line: print(f"note: {line}", file=sys.stderr))
     summary = summarize(runs.frame)

@@ -319,6 +319,27 @@ def store_client(tracking_uri: str):
     return client
 
 
+def _get_or_create_experiment(client, name: str, tracking_uri: str) -> str:
+    from mlflow.exceptions import MlflowException
+
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    artifact_location = None
+    db = _sqlite_path(tracking_uri)
+    if db is not None:
+        # beside the database, not in "./mlruns" of whatever folder this process runs in
+        artifact_location = (db.parent / DEFAULT_ARTIFACTS_DIR / _slug(name)).as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=artifact_location)
+    except MlflowException:
+        # another process created it between our two calls
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
+
+
 @dataclass
 class TrackedRun:
     """One MLflow run, logged through an explicit client (no global active run).

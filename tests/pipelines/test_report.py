@@ -164,3 +164,28 @@ def test_missing_store_and_missing_option_are_one_line(tmp_path, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "--experiment" in err
+
+
+def test_unreachable_server_and_out_a_file_are_one_line(tmp_path, capsys):
+    """Before: five chained tracebacks for a server that does not answer, and a traceback for --out a file."""
+    import socket
+
+    with socket.socket() as sock:  # a loopback port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    assert report.main(["--experiment", "x", "--tracking-uri", f"http://127.0.0.1:{port}", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "does not answer" in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "r").exists()
+
+    from wss_monai import tracking
+
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    with tracking.tracked_run("acdc-lv", "partial", 0, tracking_uri=uri):
+        pass
+    capsys.readouterr()
+    afile = tmp_path / "afile"
+    afile.write_text("precious\n")
+    assert report.main(["--experiment", "acdc-lv", "--tracking-uri", uri, "--out", str(afile)]) == 2
+    err = capsys.readouterr().err
+    assert "is a file" in err and len(err.strip().splitlines()) == 1 and afile.read_text() == "precious\n"

@@ -226,7 +226,12 @@ def _trace(bundle: Path, card: dict, target: str, torch: Any) -> bool:
 
     from monai.bundle.scripts import ckpt_export
 
+    import logging
+
     height, width = (int(s) for s in card["preprocessing"]["size"])
+    quiet = logging.getLogger("monai.bundle.scripts")  # its "exported to file" names the temporary folder
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)
     try:
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             ckpt_export(net_id="network_def", filepath=str(bundle / "models" / "model.ts"), ckpt_file=str(bundle / "models" / "model.pt"),
@@ -235,6 +240,8 @@ def _trace(bundle: Path, card: dict, target: str, torch: Any) -> bool:
     except Exception:  # a network that does not trace: the bundle still runs from model.pt
         (bundle / "models" / "model.ts").unlink(missing_ok=True)
         return False
+    finally:
+        quiet.setLevel(level)
     return True
 
 

@@ -7,12 +7,13 @@
 
     BUNDLE/configs/inference.json   segment raw scans (the bundle's own, ckpt_path = models/model.pt)
     BUNDLE/configs/train.json       the repository bundle's training config (for its network_def)
-    BUNDLE/configs/metadata.json    checked by MONAI's verify_metadata; the run's scores as numbers
+    BUNDLE/configs/metadata.json    checked by MONAI's verify_metadata; the run's measured scores (eval_metrics)
     BUNDLE/configs/logging.conf
     BUNDLE/models/model.pt          the best checkpoint (state_dict)
     BUNDLE/models/preprocessing.json  the model card: classes and the preprocessing of new scans
     BUNDLE/models/model.ts          TorchScript, when the network traces
-    BUNDLE/docs/README.md           regime, data, scores, commands
+    BUNDLE/docs/README.md           regime, data, scores, commands (each runs as written inside BUNDLE)
+    BUNDLE/docs/metadata.schema.json  the metadata schema, so verify_metadata never downloads it
     BUNDLE/LICENSE
 
 Inside ``BUNDLE``, ``python -m monai.bundle run --config_file configs/inference.json --input_dir
@@ -40,6 +41,9 @@ __all__ = ["export_run", "main"]
 
 BUNDLE_DIR = Path(__file__).resolve().parents[1] / "bundles" / "wss_segmentation"
 """The repository bundle whose configs an export copies."""
+
+SCHEMA = BUNDLE_DIR.parent / "schema" / "metadata.schema.json"
+"""The metadata schema kept in the repository (MONAI's, as named by ``metadata.json``'s ``schema``)."""
 
 
 class ExportError(ValueError):
@@ -80,7 +84,9 @@ def _metadata(card: dict, scores: dict[str, float], info: dict) -> dict:
     height, width = (int(s) for s in card["preprocessing"]["size"])
     meta["name"] = "wss_segmentation"
     meta["task"] = f"Segmentation of {', '.join(classes[1:])} from weak annotations (regime {card.get('regime')})"
-    meta["eval_metrics"] = scores or {"val_dice_3d_mean": 0.0}
+    meta.pop("eval_metrics", None)
+    if scores:  # measured scores only (the schema does not require the key)
+        meta["eval_metrics"] = scores
     meta["changelog"] = {meta["version"]: f"exported from run {info.get('run_name')!r} (regime {card.get('regime')}, dataset {card.get('dataset')})"}
     image = meta["network_data_format"]["inputs"]["image"]
     image["spatial_shape"] = [height, width]
@@ -134,10 +140,12 @@ python -m monai.bundle run --config_file configs/inference.json --input_dir SCAN
 ```
 
 Each scan gives `OUT/<scan name>_seg.nii.gz` (a DICOM series: the folder's name); add
-`--probabilities true` for `OUT/<scan name>_prob.nii.gz`. Check the metadata and the network:
+`--probabilities true` for `OUT/<scan name>_prob.nii.gz`. Check the metadata against the schema
+shipped in `docs/` (nothing is downloaded: `--filepath` names a file that exists) and the
+network's input and output shapes:
 
 ```bash
-python -m monai.bundle verify_metadata --meta_file configs/metadata.json
+python -m monai.bundle verify_metadata --meta_file configs/metadata.json --filepath docs/metadata.schema.json
 python -m monai.bundle verify_net_in_out network_def --meta_file configs/metadata.json --config_file configs/train.json \\
     --device cpu --n 2 --network_def#num_classes {len(card['class_names'])}
 ```
@@ -199,6 +207,7 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike) -> Path:
         shutil.copy2(ckpt, tmp / "models" / "model.pt")
         (tmp / "models" / "preprocessing.json").write_text(json.dumps(card, indent=2) + "\n")
         shutil.copy2(BUNDLE_DIR / "LICENSE", tmp / "LICENSE")
+        shutil.copy2(SCHEMA, tmp / "docs" / "metadata.schema.json")
         traced = _trace(tmp, card, network_target, torch)
         (tmp / "docs" / "README.md").write_text(_readme(card, scores, info, traced))
         if out.exists():
@@ -217,7 +226,12 @@ def _trace(bundle: Path, card: dict, target: str, torch: Any) -> bool:
 
     from monai.bundle.scripts import ckpt_export
 
+    import logging
+
     height, width = (int(s) for s in card["preprocessing"]["size"])
+    quiet = logging.getLogger("monai.bundle.scripts")  # its "exported to file" names the temporary folder
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)
     try:
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             ckpt_export(net_id="network_def", filepath=str(bundle / "models" / "model.ts"), ckpt_file=str(bundle / "models" / "model.pt"),
@@ -226,6 +240,8 @@ def _trace(bundle: Path, card: dict, target: str, torch: Any) -> bool:
     except Exception:  # a network that does not trace: the bundle still runs from model.pt
         (bundle / "models" / "model.ts").unlink(missing_ok=True)
         return False
+    finally:
+        quiet.setLevel(level)
     return True
 
 

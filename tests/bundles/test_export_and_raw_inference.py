@@ -147,6 +147,70 @@ def test_inference_bad_inputs_one_line(prepared_acdc, tmp_path, run_bundle, caps
         infer(output_dir=str(tmp_path / "out2"))
 
 
+def _fake_run(folder: Path) -> Path:
+    """A finished run's output folder without training: random ENet weights, model card, run.json with a score."""
+    import torch
+
+    from wss_monai.networks import ENet
+
+    (folder / "models").mkdir(parents=True)
+    torch.save(ENet(1, 2).state_dict(), folder / "models" / "model.pt")
+    card = {"bundle": "wss_segmentation", "format": 1, "num_classes": 2, "class_names": ["background", "lv"], "in_channels": 1,
+            "regime": "individual", "dataset": "phantom",
+            "preprocessing": {"slice_axis": 2, "size": [32, 32], "resize": "stretch", "inplane_spacing": None, "percentiles": [0.5, 99.5]}}
+    (folder / "models" / "preprocessing.json").write_text(json.dumps(card))
+    (folder / "run.json").write_text(json.dumps({"run_name": "fake", "best_metric": 0.5, "best_epoch": 1, "epochs": 1}))
+    return folder
+
+
+def _readme_commands(readme: str) -> list[str]:
+    """The commands of the README's bash blocks, continuation lines joined."""
+    import re
+
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", readme, re.S):
+        for command in block.replace("\\\n", " ").splitlines():
+            if command.strip() and not command.lstrip().startswith("#"):
+                commands.append(command.strip())
+    return commands
+
+
+@pytest.mark.slow
+def test_every_command_of_the_exported_readme_runs_as_written_inside_the_bundle_offline(tmp_path):
+    """verify_metadata with the schema shipped in the export, verify_net_in_out, and inference on a raw
+    NIfTI, run from inside a copy of the exported bundle outside the repository, with downloads made to fail."""
+    import shlex
+
+    from wss_monai.export import export_run
+
+    export_run(_fake_run(tmp_path / "run"), tmp_path / "exported")
+    bundle = tmp_path / "elsewhere" / "bundle"
+    shutil.copytree(tmp_path / "exported", bundle)
+    assert (bundle / "docs" / "metadata.schema.json").read_bytes() == (REPO / "bundles" / "schema" / "metadata.schema.json").read_bytes()
+    meta = json.loads((bundle / "configs" / "metadata.json").read_text())
+    assert meta["eval_metrics"] == {"val_dice_3d_mean": 0.5}  # the run's measured score, nothing else
+    assert "eval_metrics" not in json.loads((REPO / "bundles" / "wss_segmentation" / "configs" / "metadata.json").read_text())
+
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    affine = np.array([[0.0, -1.4, 0.0, 10.0], [1.4, 0.0, 0.0, -5.0], [0.0, 0.0, 8.0, 2.0], [0.0, 0.0, 0.0, 1.0]])
+    nib.save(nib.Nifti1Image(np.random.default_rng(1).random((20, 18, 4)).astype(np.float32), affine), scans / "scan.nii.gz")
+
+    commands = _readme_commands((bundle / "docs" / "README.md").read_text())
+    assert [c.split()[3] for c in commands] == ["run", "verify_metadata", "verify_net_in_out"], commands
+    assert "--filepath docs/metadata.schema.json" in commands[1]
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "https_proxy", "http_proxy", "no_proxy", "NO_PROXY")}
+    env.update(PYTHONPATH=str(_site_without_repo(tmp_path)), HTTPS_PROXY="http://127.0.0.1:9", HTTP_PROXY="http://127.0.0.1:9")
+    for command in commands:
+        argv = [a.replace("SCANS", str(scans)).replace("OUT", str(tmp_path / "out")) if a in ("SCANS", "OUT") else a for a in shlex.split(command)]
+        assert argv[0] == "python"
+        done = subprocess.run([sys.executable, *argv[1:]], cwd=bundle, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, (command, done.stdout[-2000:], done.stderr[-3000:])
+        assert "Downloading" not in done.stdout + done.stderr, command
+    seg = nib.load(str(tmp_path / "out" / "scan_seg.nii.gz"))
+    assert seg.shape == (20, 18, 4) and np.allclose(seg.affine, affine)
+
+
 def test_export_bad_inputs(tmp_path):
     from wss_monai.export import main
 

@@ -212,11 +212,12 @@ def test_batches_feed_the_regime_losses(prepared_acdc):
     """The batch dict goes straight into WeakSupervisionLoss: hybrid routing, 2D and 3D size terms."""
     from wss_monai.losses import WeakSupervisionLoss
 
-    hybrid = WeakSupervisionLoss([{"name": "partial_ce"}, {"name": "size", "weight": 0.01}])
+    pce = {"name": "partial_ce", "term": "wss_monai.losses.PartialCrossEntropy"}
+    hybrid = WeakSupervisionLoss([pce, {"name": "size", "weight": 0.01, "term": "wss_monai.losses.SizePenalty"}])
     for batch in make_dataloader(prepared_acdc, "training", bounds="common", sampling="hybrid", full_patients=1, batch_size=6, augment=True):
         probs = torch.softmax(torch.randn(len(batch["slice"]), 2, *batch["weak"].shape[1:]), dim=1)
         assert torch.isfinite(hybrid(probs, **batch))
-    volume3d = WeakSupervisionLoss([{"name": "partial_ce"}, {"name": "size", "weight": 0.01, "args": {"per_volume": True}}])
+    volume3d = WeakSupervisionLoss([pce, {"name": "size", "weight": 0.01, "term": {"_target_": "wss_monai.losses.SizePenalty", "per_volume": True}}])
     batch = next(iter(make_dataloader(prepared_acdc, "training", bounds="volume3d", sampling="volume", augment=True)))
     probs = torch.softmax(torch.randn(len(batch["slice"]), 2, *batch["weak"].shape[1:]), dim=1)
     assert torch.isfinite(volume3d(probs, **batch))

@@ -212,3 +212,43 @@ def test_misspelt_command_line_key_stops_the_run(tiny_prepared, tmp_path, bundle
         bundle_in_process(regime="individual", log_mlflow=False, **{"optimizer#weight_decay": 0.0, "train#handlers#0#check_interval": 2})
     assert "dataset_dir is required" in caught.value.message
     capsys.readouterr()
+
+
+def test_epoch_checkpoints_are_written_whole_or_not_at_all_and_resume_skips_a_stray_temporary(tmp_path, monkeypatch):
+    network = torch.nn.Linear(2, 1)
+    trainer = Engine(lambda e, b: network.weight.data.add_(1.0))
+    LastCheckpoint(str(tmp_path / "checkpoints"), {"model": network}, n_saved=2).attach(trainer)
+    trainer.run([0], max_epochs=1)
+    first = tmp_path / "checkpoints" / "checkpoint_epoch=1.pt"
+    assert latest_checkpoint(tmp_path) == (first, 1)
+    good = first.read_bytes()
+
+    # killed while writing epoch 2: the partial bytes stay in a hidden temporary, never under the final name
+    real_save = torch.save
+
+    def dies_half_way(obj, stream, **kwargs):
+        real_save(obj, stream, **kwargs)
+        stream.truncate(10)
+        raise KeyboardInterrupt  # the process stops here
+
+    monkeypatch.setattr(torch, "save", dies_half_way)
+    trainer = Engine(lambda e, b: network.weight.data.add_(1.0))
+    LastCheckpoint(str(tmp_path / "checkpoints"), {"model": network}, n_saved=2).attach(trainer)
+    trainer.load_state_dict({"epoch": 1, "max_epochs": 2, "epoch_length": 1})
+    with pytest.raises(KeyboardInterrupt):
+        trainer.run([0], max_epochs=2)
+    monkeypatch.undo()
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["checkpoint_epoch=1.pt"]
+    assert first.read_bytes() == good
+
+    # a SIGKILL leaves the temporary behind: resume never picks it and removes it
+    stray = tmp_path / "checkpoints" / ".checkpoint_epoch=2.pt.12345.tmp"
+    stray.write_bytes(b"\x80\x02trunc")
+    assert latest_checkpoint(tmp_path) == (first, 1)
+    network = torch.nn.Linear(2, 1)
+    trainer = Engine(lambda e, b: None)
+    LastCheckpoint(str(tmp_path / "checkpoints"), {"model": network}, n_saved=2, resume_from=str(first)).attach(trainer)
+    trainer.run([0], max_epochs=2)
+    assert trainer.state.epoch == 2 and not stray.exists()
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["checkpoint_epoch=1.pt", "checkpoint_epoch=2.pt"]
+    assert torch.load(tmp_path / "checkpoints" / "checkpoint_epoch=2.pt", weights_only=True)["trainer"]["iteration"] == 2

@@ -31,7 +31,11 @@ TERMS = {
     "class_ratio": lambda: ClassRatioPenalty(lower=0.1, upper=0.2),
     "centroid": lambda: CentroidPenalty(bounds=[[2.0, 3.0], [2.0, 3.0]]),
     "intensity": lambda: MomentPenalty("intensity", bounds=[[0.2, 0.4]]),
-    "regime": lambda: WeakSupervisionLoss({"partial_ce": 1.0, "size": 0.01, "entropy": 0.1}),
+    "regime": lambda: WeakSupervisionLoss({
+        "partial_ce": {"weight": 1.0, "term": {"_target_": "wss_monai.losses.PartialCrossEntropy"}},
+        "size": {"weight": 0.01, "term": {"_target_": "wss_monai.losses.SizePenalty"}},
+        "entropy": {"weight": 0.1, "term": {"_target_": "wss_monai.losses.EntropyMinimization"}},
+    }),
 }
 
 

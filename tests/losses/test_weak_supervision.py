@@ -6,16 +6,26 @@ import pytest
 import torch
 
 from wss_monai.losses import (
-    TERM_REGISTRY,
     CrossEntropy,
     LogBarrierPenalty,
     PartialCrossEntropy,
     SizePenalty,
     WeakSupervisionLoss,
-    register_term,
 )
 
 INF = float("inf")
+
+
+def term(name, weight=1.0, **args):
+    """A config entry naming its class by ``_target_``, as the bundle's regime tables do."""
+    classes = {"partial_ce": "PartialCrossEntropy", "size": "SizePenalty", "entropy": "EntropyMinimization",
+               "log_barrier": "LogBarrierPenalty"}
+    return {"name": name, "weight": weight, "term": {"_target_": f"wss_monai.losses.{classes[name]}", **args}}
+
+
+def table(*entries):
+    """The dict form: name -> {weight, term}."""
+    return {e["name"]: {"weight": e["weight"], "term": e["term"]} for e in entries}
 
 
 def make_batch(b=4, c=2, h=8, w=8, seed=0):
@@ -33,7 +43,7 @@ def make_batch(b=4, c=2, h=8, w=8, seed=0):
 
 def test_total_is_the_weighted_sum_of_the_terms():
     _, probs, batch = make_batch()
-    loss = WeakSupervisionLoss([{"name": "partial_ce"}, {"name": "size", "weight": 0.01}, {"name": "entropy", "weight": 0.1}])
+    loss = WeakSupervisionLoss([term("partial_ce"), term("size", 0.01), term("entropy", 0.1)])
     total = loss(probs, batch)
     pce = PartialCrossEntropy()(probs, **batch)
     size = SizePenalty()(probs, **batch)
@@ -53,7 +63,7 @@ def test_hybrid_routing_full_ce_on_flagged_samples_and_weak_terms_on_the_rest():
     full = torch.tensor([True, False, True, False, False])
     label = batch["label"].clone()
     label[~full] = 200  # garbage: would raise if a weak sample's full mask were read
-    loss = WeakSupervisionLoss({"partial_ce": 1.0, "size": [0.01, {}]}, full_weight=1.0)
+    loss = WeakSupervisionLoss(table(term("partial_ce"), term("size", 0.01)), full_weight=1.0)
     total = loss(probs, {**batch, "label": label, "full": full})
     weak_idx = torch.tensor([1, 3, 4])
     sub = {"weak": batch["weak"][weak_idx], "bounds": batch["bounds"][weak_idx]}
@@ -68,7 +78,7 @@ def test_hybrid_routing_full_ce_on_flagged_samples_and_weak_terms_on_the_rest():
 def test_hybrid_gradient_reaches_only_the_routed_terms():
     _, probs, batch = make_batch(b=3)
     probs = probs.clone().requires_grad_(True)
-    loss = WeakSupervisionLoss([{"name": "size", "weight": 1.0}])
+    loss = WeakSupervisionLoss([term("size")])
     full = torch.tensor([1, 0, 1])
     batch["bounds"][:, 1] = torch.tensor([0.0, 0.0], dtype=torch.float64)  # size pushes every weak sample
     loss(probs, {**batch, "full": full}).backward()
@@ -79,7 +89,7 @@ def test_hybrid_gradient_reaches_only_the_routed_terms():
 
 def test_empty_subsets_and_empty_batch():
     _, probs, batch = make_batch(b=3)
-    loss = WeakSupervisionLoss({"partial_ce": 1.0, "size": 0.01})
+    loss = WeakSupervisionLoss(table(term("partial_ce"), term("size", 0.01)))
     all_full = loss(probs, {**batch, "full": torch.ones(3, dtype=torch.bool)})
     assert all_full.item() == pytest.approx(CrossEntropy()(probs, label=batch["label"]).item())
     assert loss.terms()["size"] == 0.0
@@ -95,7 +105,7 @@ def test_volume_mode_in_hybrid_batches():
     volume = torch.tensor([4, 9, 4, 9, 2, 2])
     bounds = batch["bounds"].clone()
     bounds[:, 1] = torch.tensor([30.0, 60.0], dtype=torch.float64)
-    loss = WeakSupervisionLoss([{"name": "size", "weight": 1.0, "args": {"per_volume": True}}])
+    loss = WeakSupervisionLoss([term("size", per_volume=True)])
     full = torch.tensor([0, 1, 0, 1, 0, 0]).bool()  # volume 9 is fully annotated
     total = loss(probs, {**batch, "bounds": bounds, "volume": volume, "full": full})
     keep = torch.tensor([0, 2, 4, 5])
@@ -107,14 +117,16 @@ def test_volume_mode_in_hybrid_batches():
 
 def test_built_from_json_text_file_and_dict_forms(tmp_path):
     _, probs, batch = make_batch()
-    config = [{"name": "partial_ce", "weight": 1.0}, {"name": "size", "weight": 0.01, "args": {"per_volume": False}}]
+    config = [term("partial_ce"), term("size", 0.01, per_volume=False)]
     reference = WeakSupervisionLoss(config)(probs, batch)
     path = tmp_path / "loss.json"
     path.write_text(json.dumps({"terms": config, "full_weight": 2.0}))
     for built in (
         WeakSupervisionLoss(json.dumps(config)),
-        WeakSupervisionLoss({"partial_ce": 1.0, "size": {"weight": 0.01}}),
-        WeakSupervisionLoss({"partial_ce": [1.0], "size": [0.01, {"per_volume": False}]}),
+        WeakSupervisionLoss(table(*config)),
+        WeakSupervisionLoss([{"name": "partial_ce", "term": "wss_monai.losses.PartialCrossEntropy"},
+                             {"name": "size", "weight": 0.01, "term": {"_target_": "wss_monai.losses.SizePenalty", "_mode_": "callable"}}]),
+        WeakSupervisionLoss([{"name": "partial_ce", "term": PartialCrossEntropy()}, {"name": "size", "weight": 0.01, "term": SizePenalty}]),
         WeakSupervisionLoss.from_config(str(path)),
         WeakSupervisionLoss.from_config(json.dumps({"terms": config})),
     ):
@@ -123,46 +135,48 @@ def test_built_from_json_text_file_and_dict_forms(tmp_path):
 
 
 def test_unknown_or_malformed_terms_give_clear_errors():
-    with pytest.raises(ValueError, match="unknown loss term 'sise'; known terms: .*partial_ce.*size"):
-        WeakSupervisionLoss([{"name": "sise"}])
+    with pytest.raises(ValueError, match="'sise': Cannot locate class or function path: 'wss_monai.losses.SisePenalty'"):
+        WeakSupervisionLoss([{"name": "sise", "term": {"_target_": "wss_monai.losses.SisePenalty"}}])
+    with pytest.raises(ValueError, match="no term"):
+        WeakSupervisionLoss([{"name": "size"}])  # there is no registry of names: the class is named by _target_
+    with pytest.raises(ValueError, match="_target_"):
+        WeakSupervisionLoss([{"name": "size", "term": {"per_volume": True}}])
     with pytest.raises(ValueError, match="weight must be a number"):
-        WeakSupervisionLoss([{"name": "size", "weight": "high"}])
+        WeakSupervisionLoss([term("size", "high")])
     with pytest.raises(ValueError, match="unknown field"):
-        WeakSupervisionLoss([{"name": "size", "wieght": 1}])
-    with pytest.raises(TypeError, match="bad args"):
-        WeakSupervisionLoss([{"name": "size", "args": {"nope": 1}}])
+        WeakSupervisionLoss([{**term("size"), "wieght": 1}])
+    with pytest.raises(ValueError, match="unknown field"):
+        WeakSupervisionLoss([{"name": "size", "args": {"per_volume": True}, "term": "wss_monai.losses.SizePenalty"}])
+    with pytest.raises(TypeError, match="bad args for wss_monai.losses.SizePenalty"):
+        WeakSupervisionLoss([term("size", nope=1)])
+    with pytest.raises(TypeError, match="must give an nn.Module"):
+        WeakSupervisionLoss([{"name": "size", "term": {"_target_": "builtins.dict", "_mode_": "callable"}}])
     with pytest.raises(ValueError, match="JSON"):
         WeakSupervisionLoss("{not json")
 
 
-def test_registry_names_and_registration():
-    for name in ("partial_ce", "size", "log_barrier", "lagrangian", "entropy", "class_proportion", "class_ratio", "centroid",
-                 "cross_entropy", "full_ce", "dense_crf", "normalized_cut", "kernel_cut", "gated_crf"):
-        assert name in TERM_REGISTRY
-    assert TERM_REGISTRY["gated_crf"] == "wss_monai.losses.gated_crf:GatedCRFLoss"
-    register_term("my_size", SizePenalty)
-    try:
-        loss = WeakSupervisionLoss([{"name": "my_size", "key": "size_tags"}, {"name": "size"}, {"name": "size"}])
-        assert loss.keys == ["size_tags", "size", "size_2"]
-    finally:
-        del TERM_REGISTRY["my_size"]
+def test_any_module_by_its_dotted_path_and_logging_keys():
+    loss = WeakSupervisionLoss([{**term("size"), "key": "size_tags"}, term("size"), term("size"),
+                                {"name": "mine", "term": {"_target_": "torch.nn.Identity"}}])
+    assert loss.keys == ["size_tags", "size", "size_2", "mine"]
+    assert isinstance(loss["mine"], torch.nn.Identity) and isinstance(loss["size_2"], SizePenalty)
 
 
 def test_epoch_hooks_reach_the_log_barrier_and_logits_input():
     logits, probs, batch = make_batch()
-    loss = WeakSupervisionLoss([{"name": "log_barrier", "weight": 0.01}], softmax=True)
+    loss = WeakSupervisionLoss([term("log_barrier", 0.01)], softmax=True)
     loss.step_epoch()
     assert loss["log_barrier"].t == pytest.approx(5.5)
     loss.set_epoch(3)
     assert loss["log_barrier"].t == pytest.approx(5 * 1.1**3)
-    term = LogBarrierPenalty()
-    term.set_epoch(3)
-    assert loss(logits, batch).item() == pytest.approx(0.01 * term(probs, **batch).item())
+    barrier = LogBarrierPenalty()
+    barrier.set_epoch(3)
+    assert loss(logits, batch).item() == pytest.approx(0.01 * barrier(probs, **batch).item())
 
 
 def test_monai_trainer_style_call_with_a_batch_dict():
     logits, _, batch = make_batch()
-    loss = WeakSupervisionLoss({"partial_ce": 1.0}, softmax=True)
+    loss = WeakSupervisionLoss(table(term("partial_ce")), softmax=True)
     value = loss(logits.float(), {"weak": batch["weak"]})  # loss_function(pred, target_dict)
     assert value.dim() == 0 and torch.isfinite(value)
     with pytest.raises(TypeError, match="batch dict"):

@@ -35,6 +35,7 @@ from typing import Any
 
 import torch
 from ignite.engine import Engine, Events
+from ignite.handlers import DiskSaver
 
 from wss_monai.engine.errors import as_bool, fail
 from wss_monai.engine.session import BEST_CHECKPOINT, HISTORY, write_run_info
@@ -44,6 +45,7 @@ __all__ = [
     "TrainLossMonitor",
     "EpochSetter",
     "LastCheckpoint",
+    "AtomicDiskSaver",
     "ProgressBar",
     "EpochSummary",
     "MLflowTracker",
@@ -301,6 +303,37 @@ class _EvaluatorState:
             checkpoint.load_state_dict({"_saved": [(p, f) for p, f in saved]})
 
 
+class AtomicDiskSaver(DiskSaver):
+    """ignite's ``DiskSaver`` for the epoch checkpoints, writing each file whole or not at all.
+
+    The checkpoint is written to a hidden temporary in the same folder
+    (``.checkpoint_epoch=<N>.pt.<pid>.tmp``, a name :func:`~wss_monai.engine.latest_checkpoint`
+    never picks), flushed to disk, then renamed over the final name with ``os.replace`` (atomic on
+    one filesystem): a run killed while saving leaves the previous checkpoints intact and, at
+    worst, a stray temporary, which resume removes. The file gets the process's usual permissions
+    (umask), as MONAI's own saver gives (ignite's ``atomic=True`` makes it owner-only). Saves on
+    rank 0 only.
+    """
+
+    TEMPORARY = ".*.tmp"
+    """glob of the temporaries in the checkpoint folder"""
+
+    def __init__(self, dirname: str | os.PathLike) -> None:
+        super().__init__(dirname, atomic=True, create_dir=True, require_empty=False)
+
+    def _save_func(self, checkpoint: Mapping, path: Path, func: Any) -> None:
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            with open(tmp, "wb") as stream:
+                func(checkpoint, stream, **self.kwargs)
+                stream.flush()
+                os.fsync(stream.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+
 class LastCheckpoint:
     """Save the whole training state every ``interval`` epochs, keeping the last ``n_saved`` files; resume from one.
 
@@ -345,12 +378,20 @@ class LastCheckpoint:
             save_dict.setdefault(self.trainer_key, engine)
         if self.resume_from is not None:
             _add_first(engine, Events.STARTED, self._load, save_dict)
-        CheckpointSaver(self.save_dir, save_dict, save_interval=self.interval, n_saved=self.n_saved, epoch_level=True).attach(engine)
+        saver = CheckpointSaver(self.save_dir, save_dict, save_interval=self.interval, n_saved=self.n_saved, epoch_level=True)
+        # MONAI's CheckpointSaver takes no save handler and writes in place (a process killed while it
+        # writes leaves a truncated checkpoint_epoch=<N>.pt that resume would pick): swap in an atomic one
+        saver._interval_checkpoint.save_handler = AtomicDiskSaver(self.save_dir)
+        saver.attach(engine)
 
     def _load(self, engine: Engine, objects: Mapping[str, Any]) -> None:
         from ignite.handlers import Checkpoint
 
         path = Path(self.resume_from)
+        if _rank() == 0:  # a run killed while saving leaves its temporary; it never was a checkpoint
+            for stray in path.parent.glob(AtomicDiskSaver.TEMPORARY):
+                stray.unlink(missing_ok=True)
+                logger.info(f"removed {stray.name}: an unfinished checkpoint of the killed run")
         try:
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:

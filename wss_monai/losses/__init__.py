@@ -17,7 +17,7 @@ from wss_monai.losses.log_barrier import LogBarrierPenalty, extended_log_barrier
 from wss_monai.losses.partial_ce import CrossEntropy, PartialCrossEntropy
 from wss_monai.losses.priors import CentroidPenalty, ClassProportionKL, ClassRatioPenalty, EntropyMinimization, MomentPenalty
 from wss_monai.losses.size import SizeConstraintTerm, SizePenalty, bounds_from_tags
-from wss_monai.losses.weak_supervision import TERM_REGISTRY, WeakSupervisionLoss, build_term, register_term, resolve_term
+from wss_monai.losses.weak_supervision import WeakSupervisionLoss, build_term, parse_terms_config
 
 __all__ = [
     "UNANNOTATED",
@@ -41,8 +41,6 @@ __all__ = [
     "KernelCutLoss",
     "GatedCRFLoss",
     "WeakSupervisionLoss",
-    "TERM_REGISTRY",
-    "register_term",
-    "resolve_term",
     "build_term",
+    "parse_terms_config",
 ]

@@ -3,7 +3,6 @@ with hybrid routing (full cross-entropy on fully annotated samples, the weak ter
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 from collections.abc import Mapping
@@ -12,77 +11,60 @@ from typing import Any
 import torch
 from torch import nn
 
+from wss_monai.losses.partial_ce import CrossEntropy
 
-__all__ = ["WeakSupervisionLoss", "TERM_REGISTRY", "register_term", "resolve_term", "build_term", "parse_terms_config"]
-
-TERM_REGISTRY: dict[str, str] = {
-    "partial_ce": "wss_monai.losses.partial_ce:PartialCrossEntropy",
-    "cross_entropy": "wss_monai.losses.partial_ce:CrossEntropy",
-    "full_ce": "wss_monai.losses.partial_ce:CrossEntropy",
-    "size": "wss_monai.losses.size:SizePenalty",
-    "log_barrier": "wss_monai.losses.log_barrier:LogBarrierPenalty",
-    "lagrangian": "wss_monai.losses.lagrangian:LagrangianProposalLoss",
-    "entropy": "wss_monai.losses.priors:EntropyMinimization",
-    "class_proportion": "wss_monai.losses.priors:ClassProportionKL",
-    "class_ratio": "wss_monai.losses.priors:ClassRatioPenalty",
-    "centroid": "wss_monai.losses.priors:CentroidPenalty",
-    "moment": "wss_monai.losses.priors:MomentPenalty",
-    "dense_crf": "wss_monai.losses.dense_crf:DenseCRFLoss",
-    "normalized_cut": "wss_monai.losses.cuts:NormalizedCutLoss",
-    "kernel_cut": "wss_monai.losses.cuts:KernelCutLoss",
-    "gated_crf": "wss_monai.losses.gated_crf:GatedCRFLoss",
-}
-"""Term name (as written in configs) -> ``"module:Class"``, imported only when a config uses it."""
+__all__ = ["WeakSupervisionLoss", "build_term", "parse_terms_config"]
 
 
-def register_term(name: str, target: str | type) -> None:
-    """Register a term under ``name``: ``target`` is ``"package.module:Class"`` or the class itself."""
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"term name must be a non-empty string, got {name!r}.")
-    if isinstance(target, type):
-        target = f"{target.__module__}:{target.__qualname__}"
-    if not isinstance(target, str) or ":" not in target:
-        raise ValueError(f"term target must be 'module:Class' or a class, got {target!r}.")
-    TERM_REGISTRY[name] = target
+def build_term(term: Any, name: str = "term") -> nn.Module:
+    """The loss module of one config entry's ``term``, instantiated with MONAI's component locator.
 
+    ``term`` is, as in the bundle's regime tables, a MONAI component
+    ``{"_target_": "wss_monai.losses.SizePenalty", "per_volume": true}`` (``"_mode_": "callable"``
+    gives a class to call with no arguments), a dotted class path ``"wss_monai.losses.SizePenalty"``
+    (built with no arguments), a class or a zero-argument callable returning the module, or a ready
+    ``nn.Module``. ``name`` is the entry named in errors.
+    """
+    from monai.bundle import ConfigComponent
 
-def resolve_term(name: str) -> type:
-    """The class registered under ``name`` (imported now); a clear error lists the known names."""
-    if name not in TERM_REGISTRY:
-        raise ValueError(f"unknown loss term {name!r}; known terms: {', '.join(sorted(TERM_REGISTRY))}.")
-    module_name, _, attr = TERM_REGISTRY[name].partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as err:
-        raise ImportError(f"loss term {name!r} needs {TERM_REGISTRY[name]!r}, which cannot be imported: {err}") from err
-    obj = module
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise ImportError(f"loss term {name!r}: {module_name!r} has no attribute {attr!r}.")
-        obj = getattr(obj, part)
-    return obj
-
-
-def build_term(name: str, args: Mapping[str, Any] | None = None) -> nn.Module:
-    """Instantiate the term registered under ``name`` with keyword ``args``."""
-    cls = resolve_term(name)
-    try:
-        return cls(**dict(args or {}))
-    except TypeError as err:
-        raise TypeError(f"loss term {name!r} ({cls.__name__}): bad args {dict(args or {})}: {err}") from err
+    if isinstance(term, nn.Module):
+        return term
+    if isinstance(term, str):
+        term = {"_target_": term}
+    if isinstance(term, Mapping):
+        if "_target_" not in term:
+            raise ValueError(f"loss config entry {name!r}: term must name its class as {{'_target_': 'package.module.Class', ...}}, got {dict(term)!r}.")
+        component = ConfigComponent(dict(term))
+        try:
+            term = component.instantiate()
+        except ModuleNotFoundError as err:
+            raise ValueError(f"loss config entry {name!r}: {err}") from err
+        except RuntimeError as err:
+            raise TypeError(f"loss config entry {name!r}: bad args for {term['_target_']}: {str(err).splitlines()[0]}") from err
+    if not isinstance(term, nn.Module) and callable(term):
+        try:
+            term = term()
+        except TypeError as err:
+            raise TypeError(f"loss config entry {name!r}: bad args for {getattr(term, '__name__', term)!r}: {err}") from err
+    if not isinstance(term, nn.Module):
+        raise TypeError(f"loss config entry {name!r}: term must give an nn.Module, got {type(term).__name__}.")
+    return term
 
 
 def parse_terms_config(config: Any) -> list[dict[str, Any]]:
-    """Normalise a terms config into a list of ``{"name", "weight", "args", "key"}`` dicts.
+    """Normalise a terms config into a list of ``{"name", "weight", "term", "key"}`` dicts.
 
-    Accepted forms (all plain JSON):
+    Accepted forms (plain JSON, the shape of the bundle's ``loss_terms`` tables):
 
-    - a list of entries ``{"name": "size", "weight": 0.01, "args": {...}, "key": "size_tags"}``
-      (``weight`` defaults to 1, ``args`` to {}, ``key`` - the logging name - to ``name``);
-      an entry may carry a ready module as ``"term"`` instead of ``args`` (Python use);
-    - a dict ``name -> weight``, ``name -> [weight, args]`` or ``name -> {"weight": .., "args": ..}``;
+    - a list of entries ``{"name": "size", "weight": 0.01, "term": {"_target_":
+      "wss_monai.losses.SizePenalty", "per_volume": true}, "key": "size_tags"}`` (``weight``
+      defaults to 1, ``key`` - the logging name - to ``name``; ``term`` as :func:`build_term`
+      takes it, here or in Python a ready module);
+    - a dict ``name -> {"weight": .., "term": ..}``;
     - a JSON string of either, or the path of a JSON file holding either (or holding
       ``{"terms": ...}``).
+
+    The terms are not built here (``term`` is passed through).
     """
     if isinstance(config, (str, os.PathLike)):
         text = str(config)
@@ -99,56 +81,49 @@ def parse_terms_config(config: Any) -> list[dict[str, Any]]:
     entries: list[dict[str, Any]] = []
     if isinstance(config, Mapping):
         for name, spec in config.items():
-            if isinstance(spec, (int, float)) and not isinstance(spec, bool):
-                entries.append({"name": name, "weight": spec})
-            elif isinstance(spec, (list, tuple)) and len(spec) in (1, 2):
-                entries.append({"name": name, "weight": spec[0], "args": spec[1] if len(spec) == 2 else {}})
-            elif isinstance(spec, Mapping):
-                entries.append({"name": name, **spec})
-            else:
-                raise ValueError(f"loss config entry {name!r}: expected a weight, [weight, args] or {{'weight', 'args'}}, got {spec!r}.")
+            if not isinstance(spec, Mapping):
+                raise ValueError(f"loss config entry {name!r}: expected {{'weight': .., 'term': {{'_target_': ..}}}}, got {spec!r}.")
+            entries.append({"name": name, **spec})
     elif isinstance(config, (list, tuple)):
         for i, spec in enumerate(config):
             if not isinstance(spec, Mapping) or "name" not in spec:
-                raise ValueError(f"loss config entry {i}: expected {{'name': ..., 'weight': ..., 'args': {{...}}}}, got {spec!r}.")
+                raise ValueError(f"loss config entry {i}: expected {{'name': ..., 'weight': ..., 'term': {{'_target_': ...}}}}, got {spec!r}.")
             entries.append(dict(spec))
     else:
-        raise ValueError(f"loss config must be a list of terms or a dict name -> weight/args, got {type(config).__name__}.")
+        raise ValueError(f"loss config must be a list of terms or a dict name -> {{weight, term}}, got {type(config).__name__}.")
     out, seen = [], {}
     for entry in entries:
-        unknown = set(entry) - {"name", "weight", "args", "key", "term"}
+        unknown = set(entry) - {"name", "weight", "key", "term"}
         if unknown:
-            raise ValueError(f"loss config entry {entry.get('name')!r}: unknown field(s) {sorted(unknown)}; allowed: name, weight, args, key, term.")
+            raise ValueError(f"loss config entry {entry.get('name')!r}: unknown field(s) {sorted(unknown)}; allowed: name, weight, term, key.")
+        if entry.get("term") is None:
+            raise ValueError(f"loss config entry {entry['name']!r}: no term; give {{'_target_': 'package.module.Class', ...}}.")
         weight = entry.get("weight", 1.0)
         if isinstance(weight, bool) or not isinstance(weight, (int, float)):
             raise ValueError(f"loss config entry {entry['name']!r}: weight must be a number, got {weight!r}.")
-        args = entry.get("args") or {}
-        if not isinstance(args, Mapping):
-            raise ValueError(f"loss config entry {entry['name']!r}: args must be a mapping, got {args!r}.")
         key = entry.get("key") or entry["name"]
         if key in seen:
             seen[key] += 1
             key = f"{key}_{seen[key]}"
         else:
             seen[key] = 1
-        out.append({"name": entry["name"], "weight": float(weight), "args": dict(args), "key": key, "term": entry.get("term")})
+        out.append({"name": entry["name"], "weight": float(weight), "key": key, "term": entry["term"]})
     return out
 
 
 class WeakSupervisionLoss(nn.Module):
     r"""The loss of a training regime: ``sum_i w_i * term_i`` plus full CE on fully annotated samples.
 
-    Config (JSON-friendly, see :func:`parse_terms_config`), e.g. the paper's ``individual``
-    regime (MedIA 2019 eq. 2, lambda = 1e-2)::
+    Config (JSON-friendly, see :func:`parse_terms_config`): each term names its class by
+    ``_target_``, resolved by MONAI's component locator as in the bundle's regime tables, e.g. the
+    paper's ``individual`` regime (MedIA 2019 eq. 2, lambda = 1e-2)::
 
-        [{"name": "partial_ce", "weight": 1.0},
-         {"name": "size", "weight": 0.01}]
+        [{"name": "partial_ce", "weight": 1.0, "term": {"_target_": "wss_monai.losses.PartialCrossEntropy"}},
+         {"name": "size", "weight": 0.01, "term": {"_target_": "wss_monai.losses.SizePenalty"}}]
 
-    or ``{"partial_ce": 1.0, "size": [0.01, {"per_volume": true}]}`` (regime ``volume3d``).
-    Names resolve through :data:`TERM_REGISTRY` (``partial_ce``, ``size``, ``log_barrier``,
-    ``lagrangian``, ``entropy``, ``class_proportion``, ``class_ratio``, ``centroid``,
-    ``moment``, ``cross_entropy``/``full_ce``, ``dense_crf``, ``normalized_cut``,
-    ``kernel_cut``, ``gated_crf``; add more with :func:`register_term`).
+    or ``{"size": {"weight": 0.01, "term": {"_target_": "wss_monai.losses.SizePenalty",
+    "per_volume": true}}}`` (regime ``volume3d``). Any ``nn.Module`` taking ``(probs, **batch)``
+    is a term: your own class by its dotted path, or a ready module in Python.
 
     Call: ``loss(probs, batch)`` or ``loss(probs, **batch)`` with the batch keys of the term
     contract (``weak`` (B, H, W), ``bounds`` (B, C, 2), ``image``, ``volume`` (B,), ...).
@@ -184,7 +159,9 @@ class WeakSupervisionLoss(nn.Module):
     Example::
 
         >>> import torch
-        >>> loss = WeakSupervisionLoss([{"name": "partial_ce"}, {"name": "size", "weight": 0.01}])
+        >>> from wss_monai.losses import PartialCrossEntropy, SizePenalty
+        >>> loss = WeakSupervisionLoss([{"name": "partial_ce", "term": PartialCrossEntropy()},
+        ...                             {"name": "size", "weight": 0.01, "term": {"_target_": "wss_monai.losses.SizePenalty"}}])
         >>> probs = torch.softmax(torch.randn(2, 2, 16, 16), dim=1)
         >>> weak = torch.full((2, 16, 16), 255); weak[:, 7:9, 7:9] = 1
         >>> bounds = torch.tensor([[[0, float("inf")], [20, 40]]] * 2, dtype=torch.float32)
@@ -209,11 +186,7 @@ class WeakSupervisionLoss(nn.Module):
         self.names: dict[str, str] = {}
         self.term_modules = nn.ModuleDict()
         for entry in entries:
-            module = entry["term"]
-            if module is None:
-                module = build_term(entry["name"], entry["args"])
-            elif not isinstance(module, nn.Module):
-                raise TypeError(f"loss config entry {entry['name']!r}: 'term' must be an nn.Module, got {type(module).__name__}.")
+            module = build_term(entry["term"], entry["name"])
             self.term_modules[entry["key"]] = module
             self.keys.append(entry["key"])
             self.weights[entry["key"]] = entry["weight"]
@@ -223,7 +196,7 @@ class WeakSupervisionLoss(nn.Module):
         self.full_weight = float(full_weight)
         self.softmax = bool(softmax)
         self.shared_keys = tuple(shared_keys)
-        self.full_term = build_term("cross_entropy", {"label_key": label_key})
+        self.full_term = CrossEntropy(label_key=label_key)
         self.last_values: dict[str, torch.Tensor] = {}
 
     @classmethod

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from data_prep.bad_inputs import markups_text
+from data_prep.bad_inputs import markups_text, save_plain_nifti
 from data_prep.errors import InputError
 from data_prep.resample import plan_inplane
 from data_prep.thin_resample import resample_annotation, survival
@@ -35,13 +35,7 @@ def disc_label(shift: int = 0) -> np.ndarray:
 
 
 def save(path: Path, array: np.ndarray, affine=AFFINE) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image = nib.Nifti1Image(array, affine)
-    image.header.set_qform(affine, code=1)
-    image.header.set_sform(affine, code=1)
-    image.header.set_xyzt_units("mm")
-    nib.save(image, str(path))
-    return path
+    return save_plain_nifti(path, array, affine)
 
 
 def custom_data(root: Path, cases=("a", "b"), masks=()) -> Path:

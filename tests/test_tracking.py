@@ -245,7 +245,7 @@ def test_local_server_logs_serves_rest_and_stops(tmp_path):
 
 
 def test_runs_started_together_on_a_new_sqlite_store_create_it_once(tmp_path):
-    """Four processes open one new SQLite store at the same moment: MLflow's table creation runs once
+    """Three processes open one new SQLite store at the same moment: MLflow's table creation runs once
     (under the store's lock) and every process gets a working store (before: 'duplicate column name')."""
     import subprocess
     import sys
@@ -255,9 +255,9 @@ def test_runs_started_together_on_a_new_sqlite_store_create_it_once(tmp_path):
             "c = store_client(sys.argv[1]); print(len(c.search_experiments()))")
     import time as _time
 
-    start = _time.time() + 8.0  # every process waits for the same instant after its imports
+    start = _time.time() + 6.0  # every process waits for the same instant after its imports
     procs = [subprocess.Popen([sys.executable, "-c", code, uri, str(start)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for _ in range(4)]
+                              text=True) for _ in range(3)]
     results = [p.communicate(timeout=240) for p in procs]
     for proc, (out, err) in zip(procs, results):
         assert proc.returncode == 0, err[-2000:]

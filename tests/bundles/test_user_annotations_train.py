@@ -61,18 +61,29 @@ def test_weak_only_training_runs_and_scores_three_structures(regime, prepared_wi
     assert 0.0 <= metrics["val_dice_3d_mean"] <= 1.0
 
 
-@pytest.mark.parametrize(("regime", "weak", "missing"), [
-    ("full", "user", "full masks ('label')"),
-    ("individual", "user", "size bounds 'individual'"),
-    ("partial", "erosion", "weak labels 'erosion'"),
-])  # fmt: skip
-def test_a_regime_needing_what_nobody_gave_stops_with_one_line(regime, weak, missing, prepared_without_masks, cli,
-                                                              tmp_path, mlflow_db, helpers):
+def test_full_needs_masks_and_stops_with_one_line(prepared_without_masks, cli, tmp_path, mlflow_db, helpers):
+    """Through the real command line: exit 2, one line, nothing trained."""
     config = helpers.config
     done = cli(["run", "--config_file", config("wss_segmentation", "train.json"), "--dataset_dir", prepared_without_masks,
-                "--regime", regime, "--weak", weak, "--epochs", "1", "--tracking_uri", mlflow_db,
-                "--output_dir", tmp_path / "out", "--logging_file", config("wss_segmentation", "logging.conf")])
+                "--regime", "full", "--epochs", "1", "--tracking_uri", mlflow_db, "--output_dir", tmp_path / "out",
+                "--logging_file", config("wss_segmentation", "logging.conf")])
     assert done.returncode == 2, done.stderr[-2000:]
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and missing in errors[0] and "Traceback" not in done.stderr
+    assert len(errors) == 1 and "full masks ('label')" in errors[0] and "Traceback" not in done.stderr
     assert not (tmp_path / "out" / "models").exists()
+
+
+@pytest.mark.parametrize(("regime", "weak", "missing"), [
+    ("individual", "user", "size bounds 'individual'"),
+    ("partial", "erosion", "weak labels 'erosion'"),
+    ("hybrid_1", "user", "full"),
+])  # fmt: skip
+def test_a_regime_needing_what_nobody_gave_stops_at_the_start(regime, weak, missing, prepared_without_masks, tmp_path,
+                                                             capsys):
+    from wss_monai.engine import BundleInputError, TrainingSession
+
+    with pytest.raises(BundleInputError) as caught:
+        TrainingSession(str(prepared_without_masks), regime, weak=weak, log_mlflow=False, check_keys=False,
+                        output_dir=str(tmp_path / "out"))
+    assert caught.value.code == 2 and missing in caught.value.message
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: {caught.value.message}"

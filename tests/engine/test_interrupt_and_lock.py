@@ -1,9 +1,9 @@
 """Ctrl+C and a second training into the same folder: one line each, nothing lost.
 
 - Ctrl+C (SIGINT) during training: exit code 130, one line saying how to resume, no traceback,
-  ``run.json`` and the MLflow run marked KILLED; the run then resumes to the end.
+  ``run.json`` and the MLflow run marked KILLED, its last checkpoint kept for ``--resume true``.
 - A second training started into a folder where one is running: one line, exit 2, and the first
-  run's checkpoints are untouched.
+  run's files are untouched.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import time
 
 import pytest
 
+from wss_monai.engine import latest_checkpoint
+
 
 def _wait_for(path, process, seconds=120.0):
     deadline = time.monotonic() + seconds
@@ -25,7 +27,7 @@ def _wait_for(path, process, seconds=120.0):
 
 
 @pytest.mark.slow
-def test_ctrl_c_is_one_line_and_the_run_resumes(tiny_prepared, tmp_path, bundle_cli, engine_mlflow_db):
+def test_ctrl_c_is_one_line_and_keeps_the_checkpoint(tiny_prepared, tmp_path, bundle_cli, engine_mlflow_db):
     out = tmp_path / "run"
     common = ["--dataset_dir", tiny_prepared, "--regime", "partial", "--epochs", "3", "--hd95", "false",
               "--progress", "false", "--output_dir", out]
@@ -49,11 +51,7 @@ def test_ctrl_c_is_one_line_and_the_run_resumes(tiny_prepared, tmp_path, bundle_
     from mlflow import MlflowClient
 
     assert MlflowClient(tracking_uri=engine_mlflow_db).get_run(info["run_id"]).info.status == "KILLED"
-
-    resumed = bundle_cli([*common, "--resume", "true"])
-    output, _ = resumed.communicate(timeout=300)
-    assert resumed.returncode == 0, output[-3000:]
-    assert json.loads((out / "run.json").read_text())["status"] == "FINISHED"
+    assert (out / "checkpoints" / "checkpoint_epoch=1.pt").is_file()  # what --resume true starts from (test_resume.py)
 
 
 @pytest.mark.slow
@@ -63,20 +61,18 @@ def test_a_second_training_into_a_busy_folder_is_refused(tiny_prepared, tmp_path
     out = tmp_path / "run"
     common = ["--dataset_dir", tiny_prepared, "--regime", "partial", "--hd95", "false", "--progress", "false",
               "--output_dir", out, "--tracking_uri", engine_mlflow_db]
-    first = bundle_cli([*common, "--epochs", "3", "--run_name", "first"])
+    first = bundle_cli([*common, "--epochs", "200", "--run_name", "first"])  # still training when the second starts
     try:
         _wait_for(out / "checkpoints" / "checkpoint_epoch=1.pt", first)
-        before = sorted(p.name for p in (out / "checkpoints").iterdir())
         second = bundle_cli([*common, "--epochs", "1", "--run_name", "second"], stderr=subprocess.PIPE)
         _, stderr = second.communicate(timeout=120)
+        assert first.poll() is None, "the first run ended before the second was tried"
         assert second.returncode == 2, stderr[-3000:]
         errors = [line for line in stderr.splitlines() if line.startswith("error:")]
         assert len(errors) == 1 and "another training is writing there" in errors[0] and "Traceback" not in stderr
-        after = sorted(p.name for p in (out / "checkpoints").iterdir())
-        assert set(before) <= set(after) or first.poll() is not None  # the first run's files are still there
-        output, _ = first.communicate(timeout=300)
-        assert first.returncode == 0, output[-3000:]
+        assert json.loads((out / "run.json").read_text())["run_name"] == "first"  # the second wrote nothing there
+        assert latest_checkpoint(out)[1] >= 1  # the first run's checkpoints are still there
     finally:
         if first.poll() is None:
             os.killpg(first.pid, signal.SIGKILL)
-    assert json.loads((out / "run.json").read_text())["status"] == "FINISHED"
+        first.communicate(timeout=60)

@@ -1,5 +1,6 @@
 # Two entry points for a fresh clone: `make demo` (the main job) and `make test` (the suite).
 # Each creates .venv and installs requirements.txt plus this repository (editable) when missing.
+# The suite runs on two pytest-xdist workers (one per core of the project's machine).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -20,7 +21,7 @@ demo: $(STAMP)
 	$(PY) -m pipelines.demo $(ARGS)
 
 test: $(STAMP)
-	$(PY) -m pytest $(ARGS)
+	$(PY) -m pytest -n 2 $(ARGS)
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache

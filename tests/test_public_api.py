@@ -1,4 +1,4 @@
-"""The public names that users, bundles and docs rely on (the contract in DESIGN.md)."""
+"""The public names that users, bundles and docs rely on (the loss contract in README.md, "Losses")."""
 
 import inspect
 

@@ -1,6 +1,6 @@
 """MLflow glue shared by the bundles and the pipelines.
 
-Conventions (see DESIGN.md, "Tracking"):
+Conventions (README.md, "Tracking with MLflow"):
 
 - the default store is a SQLite file in the working folder, ``sqlite:///<abs cwd>/mlruns.db``
   (MLflow 3 refuses its old file store); a server URL (``http://host:port``) works the same way;

@@ -1,4 +1,4 @@
-"""How the bundles report bad user input: one line on stderr and exit code 2 (DESIGN.md, "Errors").
+"""How the bundles report bad user input: one line on stderr and exit code 2.
 
 MONAI's bundle runner (``python -m monai.bundle run``) wraps every ``Exception`` raised while a
 config is resolved into a ``RuntimeError`` chain and prints its traceback. A ``SystemExit`` passes

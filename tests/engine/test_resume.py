@@ -252,3 +252,62 @@ def test_epoch_checkpoints_are_written_whole_or_not_at_all_and_resume_skips_a_st
     assert trainer.state.epoch == 2 and not stray.exists()
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["checkpoint_epoch=1.pt", "checkpoint_epoch=2.pt"]
     assert torch.load(tmp_path / "checkpoints" / "checkpoint_epoch=2.pt", weights_only=True)["trainer"]["iteration"] == 2
+
+
+def test_keeping_one_checkpoint_the_old_one_goes_only_once_the_new_one_is_written(tmp_path, monkeypatch):
+    network = torch.nn.Linear(2, 1)
+    trainer = Engine(lambda e, b: network.weight.data.add_(1.0))
+    LastCheckpoint(str(tmp_path / "checkpoints"), {"model": network}, n_saved=1).attach(trainer)
+    trainer.run([0], max_epochs=3)
+    last = tmp_path / "checkpoints" / "checkpoint_epoch=3.pt"
+    assert sorted(p.name for p in last.parent.iterdir()) == [last.name]  # older ones removed
+    good = last.read_bytes()
+
+    real_save = torch.save
+    seen_while_saving = []
+
+    def dies_while_writing(obj, stream, **kwargs):
+        seen_while_saving.append(sorted(p.name for p in last.parent.glob("checkpoint_epoch=*.pt")))
+        real_save(obj, stream, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", dies_while_writing)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.run([0], max_epochs=4)
+    monkeypatch.undo()
+    assert seen_while_saving == [[last.name]]  # still there while epoch 4 is written
+    assert latest_checkpoint(tmp_path) == (last, 3) and last.read_bytes() == good
+
+
+def test_the_best_model_file_stays_whole_while_a_better_one_is_written(tmp_path, monkeypatch):
+    from wss_monai.engine import AtomicCheckpointSaver
+
+    network = torch.nn.Linear(2, 1)
+
+    def step(engine, batch):
+        network.weight.data.add_(1.0)
+        engine.state.metrics["dice"] = float(engine.state.epoch)  # better every epoch
+
+    trainer = Engine(step)
+    AtomicCheckpointSaver(str(tmp_path), {"model": network}, save_key_metric=True, key_metric_name="dice",
+                          key_metric_filename="model.pt", key_metric_n_saved=1).attach(trainer)
+    trainer.run([0], max_epochs=2)
+    best = tmp_path / "model.pt"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]
+    good = best.read_bytes()
+
+    real_save = torch.save
+    seen_while_saving = []
+
+    def dies_while_writing(obj, stream, **kwargs):
+        seen_while_saving.append(best.is_file() and best.read_bytes() == good)
+        real_save(obj, stream, **kwargs)
+        stream.truncate(10)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", dies_while_writing)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.run([0], max_epochs=3)
+    monkeypatch.undo()
+    assert seen_while_saving == [True] and best.read_bytes() == good
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]

@@ -16,6 +16,7 @@ these pieces (every ``_target_`` points here, into ``wss_monai`` or into MONAI):
 from wss_monai.engine.batch import PrepareEvalBatch, PrepareWeakBatch
 from wss_monai.engine.errors import BundleInputError, as_bool, fail
 from wss_monai.engine.handlers import (
+    AtomicCheckpointSaver,
     EpochSetter,
     EpochSummary,
     EvaluationReport,
@@ -59,6 +60,7 @@ __all__ = [
     "NonFiniteLossError",
     "TrainLossMonitor",
     "EpochSetter",
+    "AtomicCheckpointSaver",
     "LastCheckpoint",
     "ProgressBar",
     "EpochSummary",

@@ -36,6 +36,7 @@ from typing import Any
 import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import DiskSaver
+from monai.handlers import CheckpointSaver
 
 from wss_monai.engine.errors import as_bool, fail
 from wss_monai.engine.session import BEST_CHECKPOINT, HISTORY, write_run_info
@@ -44,6 +45,7 @@ __all__ = [
     "NonFiniteLossError",
     "TrainLossMonitor",
     "EpochSetter",
+    "AtomicCheckpointSaver",
     "LastCheckpoint",
     "AtomicDiskSaver",
     "ProgressBar",
@@ -313,13 +315,30 @@ class AtomicDiskSaver(DiskSaver):
     worst, a stray temporary, which resume removes. The file gets the process's usual permissions
     (umask), as MONAI's own saver gives (ignite's ``atomic=True`` makes it owner-only). Saves on
     rank 0 only.
+
+    ignite's ``Checkpoint`` removes the oldest file *before* it writes the new one; with
+    ``n_saved=1`` a run killed in between would have no checkpoint at all. Removals asked for
+    are therefore held back until the new file is in place.
     """
 
     TEMPORARY = ".*.tmp"
     """glob of the temporaries in the checkpoint folder"""
 
-    def __init__(self, dirname: str | os.PathLike) -> None:
+    def __init__(self, dirname: str | os.PathLike, filename: str | None = None) -> None:
         super().__init__(dirname, atomic=True, create_dir=True, require_empty=False)
+        self.filename = filename  # a fixed name (MONAI's ``key_metric_filename``) instead of ignite's pattern
+        self._to_remove: list[str] = []
+
+    def remove(self, filename: str) -> None:
+        self._to_remove.append(self.filename or filename)
+
+    def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
+        filename = self.filename or filename
+        super().__call__(checkpoint, filename, metadata)
+        for old in self._to_remove:
+            if old != filename:  # a file saved again under its own name was just replaced
+                super().remove(old)
+        self._to_remove.clear()
 
     def _save_func(self, checkpoint: Mapping, path: Path, func: Any) -> None:
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -332,6 +351,22 @@ class AtomicDiskSaver(DiskSaver):
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
+
+
+class AtomicCheckpointSaver(CheckpointSaver):
+    """MONAI's ``CheckpointSaver`` (same arguments) writing every file through :class:`AtomicDiskSaver`.
+
+    MONAI's saver deletes ``model.pt`` and then writes the new one in place: a run killed in
+    between loses its best model, or leaves a truncated one. Here the old file stays until the new
+    one is whole.
+    """
+
+    def __init__(self, save_dir: str, save_dict: dict, *args: Any, **kwargs: Any) -> None:
+        super().__init__(save_dir, save_dict, *args, **kwargs)
+        for checkpoint in (self._final_checkpoint, self._key_metric_checkpoint, self._interval_checkpoint):
+            if checkpoint is not None:
+                fixed = getattr(checkpoint.save_handler, "filename", None)
+                checkpoint.save_handler = AtomicDiskSaver(self.save_dir, filename=fixed)
 
 
 class LastCheckpoint:
@@ -371,17 +406,12 @@ class LastCheckpoint:
         self.resume_from = None if resume_from is None or str(resume_from).strip() == "" else str(resume_from)
 
     def attach(self, engine: Engine) -> None:
-        from monai.handlers import CheckpointSaver
-
         save_dict = dict(self.save_dict)
         if self.trainer_key:
             save_dict.setdefault(self.trainer_key, engine)
         if self.resume_from is not None:
             _add_first(engine, Events.STARTED, self._load, save_dict)
-        saver = CheckpointSaver(self.save_dir, save_dict, save_interval=self.interval, n_saved=self.n_saved, epoch_level=True)
-        # MONAI's CheckpointSaver takes no save handler and writes in place (a process killed while it
-        # writes leaves a truncated checkpoint_epoch=<N>.pt that resume would pick): swap in an atomic one
-        saver._interval_checkpoint.save_handler = AtomicDiskSaver(self.save_dir)
+        saver = AtomicCheckpointSaver(self.save_dir, save_dict, save_interval=self.interval, n_saved=self.n_saved, epoch_level=True)
         saver.attach(engine)
 
     def _load(self, engine: Engine, objects: Mapping[str, Any]) -> None:

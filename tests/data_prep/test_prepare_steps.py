@@ -46,6 +46,21 @@ def test_normalise_constant_volume_is_zero():
     assert not normalise_intensity(np.full((3, 3, 3), 7.0)).any()
 
 
+@pytest.mark.parametrize("scale", [2.5e36, 1e30])
+def test_normalise_near_float32_limits_matches_the_scaled_down_image(scale):
+    """Values near +-3e38 overflowed float32's high - low and became all zeros; the result must not depend on scale."""
+    ordinary = np.random.default_rng(0).uniform(-130, 130, (16, 16, 4)).astype(np.float32)
+    extreme = ordinary * np.float32(scale)
+    assert np.all(np.isfinite(extreme))
+    out = normalise_intensity(extreme)
+    assert out.dtype == np.float32 and out.min() == pytest.approx(0, abs=1e-6) and out.max() == pytest.approx(1)
+    np.testing.assert_allclose(out, normalise_intensity(ordinary), atol=1e-6)
+
+
+def test_normalise_huge_constant_volume_is_zero():
+    assert not normalise_intensity(np.full((3, 3, 3), -3e38, dtype=np.float32)).any()
+
+
 # --- resampling ------------------------------------------------------------------------------
 
 

@@ -1115,6 +1115,15 @@ def _constant_image(work: Path) -> Setup:
     return acdc_setup(work, names=str(path), problem="image is constant (every voxel 7) but its label")
 
 
+@case("constant-image-annotation", "a weak-only case whose image is all 0 while its scribble paints foreground")
+def _constant_image_annotation(work: Path) -> Setup:
+    raw = weak_raw(work / "raw")
+    path = raw / "images" / "b.nii.gz"
+    path.unlink()
+    save_nifti(path, np.zeros(SHAPE, dtype=np.int16))
+    return weak_setup(work, names=str(path), problem="image is constant (every voxel 0) but its annotation marks foreground")
+
+
 def _padding_kept(out: Path, volume: str) -> list[str]:
     """The padding slice of ``volume`` is flat at 0 and the others keep their contrast."""
     problems = prepared_problems(out, volumes=4)

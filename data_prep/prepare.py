@@ -23,7 +23,7 @@ from data_prep import manifest
 from data_prep.atomic import atomic_dir, clean_stale
 from data_prep.bounds import BoundOptions, class_sizes, common_range
 from data_prep.errors import InputError
-from data_prep.intensity import DEFAULT_PERCENTILES, normalise_intensity
+from data_prep.intensity import DEFAULT_PERCENTILES, normalise_intensity, refuse_constant_foreground
 from data_prep.io import COMPRESS_FLOAT_IMAGES, check_same_grid, nifti_bytes, read_volume, write_file
 from data_prep.resample import apply_plan, plan_inplane, resampled_affine, resampled_spacing
 from data_prep.slicing import inplane_axes, slice_affine, take_slice
@@ -139,6 +139,7 @@ def prepare_volume(case: Case, options: PrepareOptions, root: Path, knowledge: C
         label = read_volume(case.label, "label")
         check_same_grid(image, label)
         classes = map_classes(label.array, options, case.label)
+        refuse_constant_foreground(image.array, case.image, classes, case.label)
     axes = inplane_axes(options.slice_axis)
     plan = plan_inplane(
         shape=tuple(image.array.shape[a] for a in axes),
@@ -170,6 +171,10 @@ def prepare_volume(case: Case, options: PrepareOptions, root: Path, knowledge: C
         annotation = annotate_case(knowledge, options.user, image, options.n_classes, plan, axes, options.slice_axis,
                                    slice_spacing, case.volume, mask_classes=classes)
         result.user_stats = annotation.stats
+        if annotation.weak is not None:
+            painted = (annotation.weak != UNANNOTATED) & (annotation.weak != 0)
+            refuse_constant_foreground(image.array, case.image, painted, knowledge.label_map or "points, markups or boxes",
+                                       "annotation")
         if knowledge.label_map is not None:
             result.raw_weak = str(knowledge.label_map)
         if knowledge.estimates:

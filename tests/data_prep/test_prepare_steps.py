@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import pickle
 import struct
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -12,8 +13,8 @@ import pytest
 
 from data_prep.bounds import BoundOptions, class_sizes, common_range, slice_bounds
 from data_prep.errors import InputError
-from data_prep.intensity import normalise_intensity
-from data_prep.io import nifti_bytes, read_volume
+from data_prep.intensity import normalise_intensity, refuse_constant_foreground
+from data_prep.io import Volume, check_same_grid, nifti_bytes, read_volume
 from data_prep.resample import apply_plan, invert_plan, plan_inplane, resampled_affine, resampled_spacing
 from data_prep.slicing import inplane_axes, restore_volume, slice_affine, take_slice
 from data_prep.splits import resolve_count, split_patients
@@ -44,6 +45,51 @@ def test_normalise_clips_outliers_to_unit_range():
 
 def test_normalise_constant_volume_is_zero():
     assert not normalise_intensity(np.full((3, 3, 3), 7.0)).any()
+
+
+@pytest.mark.parametrize("scale", [2.5e36, 1e30])
+def test_normalise_near_float32_limits_matches_the_scaled_down_image(scale):
+    """Values near +-3e38 overflowed float32's high - low and became all zeros; the result must not depend on scale."""
+    ordinary = np.random.default_rng(0).uniform(-130, 130, (16, 16, 4)).astype(np.float32)
+    extreme = ordinary * np.float32(scale)
+    assert np.all(np.isfinite(extreme))
+    out = normalise_intensity(extreme)
+    assert out.dtype == np.float32 and out.min() == pytest.approx(0, abs=1e-6) and out.max() == pytest.approx(1)
+    np.testing.assert_allclose(out, normalise_intensity(ordinary), atol=1e-6)
+
+
+def test_normalise_huge_constant_volume_is_zero():
+    assert not normalise_intensity(np.full((3, 3, 3), -3e38, dtype=np.float32)).any()
+
+
+def _volume(affine, shape=(4, 5, 3), spacing=(1.5, 1.5, 10.0), name="x.nii.gz") -> Volume:
+    return Volume(array=np.zeros(shape, dtype=np.int16), spacing=spacing, affine=np.asarray(affine, float), path=Path(name))
+
+
+def test_label_grid_tolerates_rounding_and_refuses_flips_and_shifts():
+    image = _volume(np.diag([-1.5, -1.5, 10.0, 1.0]), name="img.nii.gz")
+    rounded = np.diag([-1.5, -1.5, 10.0, 1.0])
+    rounded[:3, 3] = (1e-4, -1e-4, 1e-5)  # float32 qoffset of another writer
+    rounded[0, 1] = 1e-6
+    check_same_grid(image, _volume(rounded))
+    flipped = np.diag([1.5, -1.5, 10.0, 1.0])
+    with pytest.raises(InputError, match=r"label orientation differs from the image's \(img.nii.gz\): axes RPS vs LPS"):
+        check_same_grid(image, _volume(flipped))
+    shifted = np.diag([-1.5, -1.5, 10.0, 1.0])
+    shifted[:3, 3] = (0.0, 0.2, 0.0)  # 0.13 voxel
+    with pytest.raises(InputError, match=r"label origin is 0.2 mm away .* tolerance 0.15 mm"):
+        check_same_grid(image, _volume(shifted))
+
+
+def test_constant_image_with_foreground_is_refused_not_with_background():
+    classes = np.zeros((4, 5, 3), dtype=np.uint8)
+    refuse_constant_foreground(np.full((4, 5, 3), 3.0), "img.nii", classes, "lab.nii")  # empty label: consistent
+    classes[1, 1, 1] = 1
+    partly = np.random.default_rng(0).normal(size=(4, 5, 3))
+    partly[:, :, 0] = 0
+    refuse_constant_foreground(partly, "img.nii", classes, "lab.nii")  # constant on one slice only
+    with pytest.raises(InputError, match=r"image is constant \(every voxel 3\) but its label marks foreground in 1 voxels"):
+        refuse_constant_foreground(np.full((4, 5, 3), 3.0), "img.nii", classes, "lab.nii")
 
 
 # --- resampling ------------------------------------------------------------------------------

@@ -60,6 +60,16 @@ def test_the_corpus_covers_your_own_annotations():
         assert needed in names
 
 
+def test_the_corpus_covers_silently_wrong_results():
+    """Issue 15: inputs that were prepared without a word into wrong data; two legal guards against over-refusal."""
+    names = {bad.name for bad in CASES}
+    for needed in (
+        "extreme-intensity", "label-flipped-shifted", "label-origin-shifted", "label-origin-rounding",
+        "constant-image-foreground", "constant-image-annotation", "constant-padding-slices",
+    ):  # fmt: skip
+        assert needed in names
+
+
 def test_killed_preparation_finishes_byte_identical(tmp_path):
     report = killed_prepare(tmp_path, seed=0)
     assert report.handled, report

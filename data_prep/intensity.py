@@ -1,13 +1,8 @@
-"""Robust per-volume intensity normalisation (in :mod:`wss_monai.geometry`), safe at float32's limits.
+"""Intensity rules of data preparation: the normalisation and the constant-image check.
 
-The implementation is shared with inference on raw scans, so it lives in the library; this module
-keeps data_prep's names. The library computes in float32: for an image whose values come near
-float32's largest value (about 3.4e38, e.g. +-3e38) the range ``high - low`` overflows to
-infinity and every voxel became 0 without a word. Normalisation clips to percentiles and rescales
-linearly, so it does not depend on the scale of the intensities: such an image is legal input
-(a float map in unusual units) and must give what the same image scaled down gives. It is
-therefore computed in float64 here, where float32 could overflow; every other image keeps the
-library's float32 arithmetic, so prepared files stay byte-identical to earlier runs.
+The normalisation (percentile clipping and linear rescaling, safe at float32's limits) is shared
+with inference on raw scans, so it lives in :mod:`wss_monai.geometry`; this module keeps
+data_prep's names for it.
 """
 
 from __future__ import annotations
@@ -17,38 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from data_prep.errors import InputError
-from wss_monai.geometry import DEFAULT_PERCENTILES
-from wss_monai.geometry import normalise_intensity as _normalise_float32
-
-#: Below this magnitude the difference of any two values (``high - low``, ``value - low``, numpy's
-#: percentile interpolation) is a finite float32, so the library's float32 arithmetic is exact enough.
-FLOAT32_SAFE = float(np.finfo(np.float32).max) / 2
-
-
-def normalise_intensity(array: np.ndarray, percentiles: tuple[float, float] = DEFAULT_PERCENTILES) -> np.ndarray:
-    """Clip ``array`` to its ``percentiles`` and rescale linearly to [0, 1] (float32); constant -> zeros.
-
-    >>> normalise_intensity(np.array([0.0, 5.0, 10.0]), (0, 100)).tolist()
-    [0.0, 0.5, 1.0]
-    >>> normalise_intensity(np.array([-3e38, 0.0, 3e38], dtype=np.float32), (0, 100)).tolist()
-    [0.0, 0.5, 1.0]
-    """
-    values = np.asarray(array)
-    if values.size == 0 or max(float(values.max()), -float(values.min())) < FLOAT32_SAFE:
-        return _normalise_float32(values, percentiles)
-    return _normalise_float64(values, percentiles)
-
-
-def _normalise_float64(values: np.ndarray, percentiles: tuple[float, float]) -> np.ndarray:
-    """The library's rule (same percentiles, same clipping) in float64, where no difference overflows."""
-    low_pct, high_pct = percentiles
-    if not 0 <= low_pct < high_pct <= 100:
-        raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100, got {percentiles}")
-    wide = np.asarray(values, dtype=np.float64)
-    low, high = np.percentile(wide, [low_pct, high_pct])
-    if not high > low:
-        return np.zeros(wide.shape, dtype=np.float32)
-    return ((np.clip(wide, low, high) - low) / (high - low)).astype(np.float32)
+from wss_monai.geometry import DEFAULT_PERCENTILES, FLOAT32_SAFE, normalise_intensity  # noqa: F401  (data_prep's names)
 
 
 def refuse_constant_foreground(image: np.ndarray, image_path: str | Path, classes: np.ndarray, label_path: str | Path,

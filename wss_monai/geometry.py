@@ -38,6 +38,7 @@ import numpy as np
 __all__ = [
     "MODES",
     "DEFAULT_PERCENTILES",
+    "FLOAT32_SAFE",
     "InplanePlan",
     "plan_inplane",
     "resample_axis",
@@ -253,18 +254,37 @@ def restore_volume(slices: list[np.ndarray], volume_info: dict, order: int = 0) 
 DEFAULT_PERCENTILES = (0.5, 99.5)
 
 
+#: Below this magnitude the difference of any two values (``high - low``, ``value - low``, numpy's
+#: percentile interpolation) is a finite float32, so float32 arithmetic is exact enough.
+FLOAT32_SAFE = float(np.finfo(np.float32).max) / 2
+
+
 def normalise_intensity(array: np.ndarray, percentiles: tuple[float, float] = DEFAULT_PERCENTILES) -> np.ndarray:
     """Clip ``array`` to its ``percentiles`` and rescale linearly to [0, 1] (float32).
 
-    A constant volume maps to all zeros rather than dividing by zero.
+    A constant volume maps to all zeros rather than dividing by zero. The rule does not depend on
+    the scale of the intensities, so an image whose values come near float32's largest (about
+    3.4e38, where ``high - low`` overflows to infinity and every voxel would become 0) is computed
+    in float64 and gives what the same image scaled down gives; every other image keeps float32
+    arithmetic (prepared files stay byte-identical to earlier versions).
 
     >>> normalise_intensity(np.array([0.0, 5.0, 10.0]), (0, 100)).tolist()
+    [0.0, 0.5, 1.0]
+    >>> normalise_intensity(np.array([-3e38, 0.0, 3e38], dtype=np.float32), (0, 100)).tolist()
     [0.0, 0.5, 1.0]
     """
     low_pct, high_pct = percentiles
     if not 0 <= low_pct < high_pct <= 100:
         raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100, got {percentiles}")
-    values = np.asarray(array, dtype=np.float32)
+    values = np.asarray(array)
+    wide = values.size > 0 and max(float(values.max()), -float(values.min())) >= FLOAT32_SAFE
+    if wide:
+        values64 = values.astype(np.float64)
+        low, high = np.percentile(values64, [low_pct, high_pct])
+        if not high > low:
+            return np.zeros(values.shape, dtype=np.float32)
+        return ((np.clip(values64, low, high) - low) / (high - low)).astype(np.float32)
+    values = values.astype(np.float32, copy=False)
     low, high = np.percentile(values, [low_pct, high_pct])
     if not high > low:
         return np.zeros_like(values, dtype=np.float32)

@@ -1,6 +1,8 @@
 """Reliability: bad inputs and killed runs through the real command line; cases tried, handled, data lost.
 
-Data preparation: the bad-input corpus and SIGKILLed ``python -m data_prep`` runs. Training (a tiny
+Data preparation: the bad-input corpus and SIGKILLed ``python -m data_prep`` runs. Every other
+command (training, evaluation and inference bundles, export, the pipelines, ``data_prep verify``):
+the corpus of ``pipelines/benchmarks/command_corpus.py``, each case a real command line. Training (a tiny
 phantom, 32 x 32, 3 epochs of ``bundles/wss_segmentation`` on the CPU, determinism on): runs SIGKILLed
 mid-epoch and resumed with ``--resume true`` (same metrics as an uninterrupted run, one MLflow run),
 a tracking server unreachable from the start or killed mid-run (training completes, the fallback
@@ -77,6 +79,24 @@ def bad_inputs(work: Path, args: argparse.Namespace) -> list[Row]:
         if outcome.problems:
             result += f" [{'; '.join(outcome.problems)}]"
         rows.append(Row(bad.name, _short(outcome.expected, 44), result, outcome.handled, len(outcome.lost)))
+    return rows
+
+
+@section("bad inputs (bundles, pipelines, export, verify)")
+def bad_commands(work: Path, args: argparse.Namespace) -> list[Row]:
+    from pipelines.benchmarks.command_corpus import CASES, run_corpus
+
+    names = [c.name for c in CASES if not args.cases or c.name in args.cases]
+    if not names:
+        return []
+    rows = []
+    for outcome in run_corpus(work, names, jobs=args.jobs):
+        said = outcome.message.replace(f"{work}/", "")
+        result = f"exit {outcome.code}" + (f": {_short(said.removeprefix('error: '))}" if said else "")
+        if outcome.problems:
+            result += f" [{'; '.join(outcome.problems)}]"
+        rows.append(Row(f"{outcome.entry}: {outcome.name}", _short(outcome.expected, 44), result, outcome.handled,
+                        len(outcome.lost)))
     return rows
 
 
@@ -428,6 +448,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--section", action="append", default=None, help="run only sections whose name starts with this")
     parser.add_argument("--cases", nargs="+", default=None, help="bad-input case names only (skips the kill checks)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random kill moments (default 0)")
+    parser.add_argument("--jobs", type=int, default=2, help="bad commands run at once (default 2)")
     parser.add_argument("--workdir", type=Path, default=None, help="folder for the generated inputs (default: a temporary one)")
     args = parser.parse_args(argv)
 

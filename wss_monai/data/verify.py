@@ -14,7 +14,7 @@ validation image as a silently lower Dice. This module finds all of it up front,
 
 Three levels, cheapest first:
 
-1. the entries of ``dataset.json`` (no file is opened): splits are lists of mappings with
+1. the entries of ``dataset.json`` (no file is opened): splits are lists (checked on opening) of mappings with
    ``image``, ``patient``, ``volume`` and ``slice``; paths are relative, without ``..``, and
    stay inside the folder with symlinks followed; volume and patient names are single safe
    file-name components (they name per-volume results); bounds are pairs of finite numbers
@@ -143,12 +143,8 @@ def _check_entries(data: PreparedDataset, found: Findings) -> list[tuple[str, Ma
     """Check every slice entry; return the usable ones as (split, entry, where) for the file checks."""
     manifest_file = str(data.path)
     usable = []
-    for split in SPLITS:
-        entries = data.manifest.get(split, [])
-        if not isinstance(entries, list):
-            found.problems.append(Problem(manifest_file, "", f"'{split}' must be a list of slice entries, got {type(entries).__name__}"))
-            continue
-        for number, entry in enumerate(entries):
+    for split in SPLITS:  # each is a list: PreparedDataset refuses to open a dataset otherwise
+        for number, entry in enumerate(data.manifest.get(split, [])):
             where = _where(split, number, entry)
             before = len(found.problems)
             report = lambda problem: found.problems.append(Problem(manifest_file, where, problem))  # noqa: E731

@@ -324,3 +324,27 @@ def test_bundle_runs_stop_on_a_tampered_dataset_with_one_line(copy_prepared, tmp
         assert caught.value.code == 2 and caught.value.message == expected
         assert capsys.readouterr().err.strip().splitlines() == [f"error: {expected}"]
         assert not (tmp_path / "out").exists()  # nothing written
+
+
+def test_bundle_key_verify_slices_false_reads_no_slice_but_checks_the_entries(copy_prepared, tmp_path):
+    """``--verify_slices false`` (a JSON-only change) skips the slice reads, never dataset.json's entries."""
+    from monai.bundle import ConfigWorkflow
+
+    from wss_monai.engine import BundleInputError
+
+    root = copy_prepared()
+    (root / _entry(root)["image"]).unlink()
+
+    def dataset(verify_slices):
+        workflow = ConfigWorkflow(config_file=str(REPO / "bundles/wss_segmentation/configs/train.json"),
+                                  meta_file=str(REPO / "bundles/wss_segmentation/configs/metadata.json"), logging_file=False,
+                                  workflow_type=None, dataset_dir=str(root), verify_slices=verify_slices)
+        workflow.parser.parse(reset=True)
+        return workflow.parser.get_parsed_content("dataset")
+
+    with pytest.raises(BundleInputError, match="listed but missing"):
+        dataset(True)
+    assert dataset("false").root == root.resolve()
+    _edit_manifest(root, lambda m: m["training"][1].update(patient="../x"))
+    with pytest.raises(BundleInputError, match=r"patient name '\.\./x' is not a single safe file-name component"):
+        dataset("false")

@@ -1,4 +1,4 @@
-"""``python -m data_prep``: one sub-command per source (and ``phantom`` for synthetic raw data).
+"""``python -m data_prep``: one sub-command per source (``phantom`` for synthetic raw data, ``verify`` to check a prepared dataset).
 
 Each sub-command module exposes ``add_parser(subparsers)`` which registers its parser and sets
 ``func`` (taking the parsed namespace, returning an exit code).
@@ -14,7 +14,7 @@ from data_prep.errors import exit_on_input_error
 
 def build_parser() -> argparse.ArgumentParser:
     from data_prep.phantoms import cli as phantom_cli
-    from data_prep import prepare_cli
+    from data_prep import prepare_cli, verify_cli
 
     parser = argparse.ArgumentParser(
         prog="python -m data_prep",
@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     phantom_cli.add_parser(sub)
     prepare_cli.add_parsers(sub)
+    verify_cli.add_parser(sub)
     return parser
 
 

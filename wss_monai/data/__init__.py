@@ -4,23 +4,30 @@
 split, ...)`` is what the bundles call (batch format in
 :mod:`wss_monai.data.loaders`); ``class_names``, ``volume_ids`` and ``volume_spacing_3d`` give
 the evaluator the class names, volume ids and (row, column, slice) spacing of each volume.
+
+The names below are imported on first use (PEP 562): ``python -m data_prep verify`` reads
+:mod:`wss_monai.data.prepared` and :mod:`wss_monai.data.verify` without importing torch and
+MONAI, which the loaders and transforms need (seconds of start-up for a command that needs none).
 """
 
-from wss_monai.data.datalist import (
-    DatasetError,
-    build_datalist,
-    choose_full_patients,
-    class_names,
-    full_patients,
-    read_dataset_json,
-    training_patients,
-    volume_ids,
-    volume_spacing_3d,
-)
-from wss_monai.data.loaders import SAMPLINGS, WeakSliceDataset, default_transform, make_dataloader
-from wss_monai.data.prepared import PreparedDataset
-from wss_monai.data.samplers import HybridBatchSampler, SliceBatchSampler, VolumeBatchSampler
-from wss_monai.data.transforms import AugmentParams, FormatSampled, LoadSliced, RandWeakAffined, SizeBoundsd, scale_bounds
+from __future__ import annotations
+
+import importlib
+
+#: exported name -> the module defining it
+_EXPORTS = {
+    **dict.fromkeys(
+        ("DatasetError", "build_datalist", "choose_full_patients", "class_names", "full_patients", "read_dataset_json",
+         "training_patients", "volume_ids", "volume_spacing_3d"),
+        "wss_monai.data.datalist",
+    ),
+    **dict.fromkeys(("SAMPLINGS", "WeakSliceDataset", "default_transform", "make_dataloader"), "wss_monai.data.loaders"),
+    "PreparedDataset": "wss_monai.data.prepared",
+    **dict.fromkeys(("HybridBatchSampler", "SliceBatchSampler", "VolumeBatchSampler"), "wss_monai.data.samplers"),
+    **dict.fromkeys(("AugmentParams", "FormatSampled", "LoadSliced", "RandWeakAffined", "SizeBoundsd", "scale_bounds"),
+                    "wss_monai.data.transforms"),
+}
+_SUBMODULES = ("datalist", "loaders", "prepared", "samplers", "transforms", "verify")
 
 __all__ = [
     "PreparedDataset",
@@ -47,3 +54,18 @@ __all__ = [
     "FormatSampled",
     "scale_bounds",
 ]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f"{__name__}.{name}")
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

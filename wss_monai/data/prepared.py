@@ -117,7 +117,8 @@ class PreparedDataset:
         for split in SPLITS:
             if not isinstance(manifest.get(split, []), list):
                 raise DatasetError(f"{self.path}: '{split}' must be a list of slice entries.")
-        self.volumes: list[dict] = [v for v in manifest.get("volumes", []) if isinstance(v, Mapping)]
+        volumes = manifest.get("volumes", [])
+        self.volumes: list[dict] = [v for v in volumes if isinstance(v, Mapping)] if isinstance(volumes, list) else []
         provenance = manifest.get("provenance")
         self.provenance: dict | None = dict(provenance) if isinstance(provenance, Mapping) else None
         try:
@@ -139,7 +140,8 @@ class PreparedDataset:
         found: list[str] = [str(s) for s in self.manifest.get(list_key) or []]
         for split in SPLITS:
             for entry in self.manifest.get(split, []):
-                for name in (entry.get(entry_key) or {}):
+                found_here = entry.get(entry_key) if isinstance(entry, Mapping) else None
+                for name in (found_here if isinstance(found_here, Mapping) else {}):
                     if str(name) not in found:
                         found.append(str(name))
         return found
@@ -148,7 +150,7 @@ class PreparedDataset:
         for size in ((self.prep.get("options") or {}).get("size"), self.manifest.get("size")):
             if isinstance(size, int) and not isinstance(size, bool):
                 return (size, size)
-            if isinstance(size, list) and len(size) == 2:
+            if isinstance(size, list) and len(size) == 2 and all(isinstance(s, int) and not isinstance(s, bool) for s in size):
                 return (int(size[0]), int(size[1]))
         for split in SPLITS:
             for entry in self.manifest.get(split, [])[:1]:
@@ -164,7 +166,7 @@ class PreparedDataset:
     def _volume_ids(self) -> dict[str, int]:
         names = {str(v["volume"]) for v in self.volumes if "volume" in v}
         for split in SPLITS:
-            names.update(str(e["volume"]) for e in self.manifest.get(split, []) if "volume" in e)
+            names.update(str(e["volume"]) for e in self.manifest.get(split, []) if isinstance(e, Mapping) and "volume" in e)
         return {name: i for i, name in enumerate(sorted(names))}
 
     @property

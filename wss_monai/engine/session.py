@@ -96,12 +96,23 @@ def current_config() -> dict | None:
     return None
 
 
-def open_dataset(dataset_dir: str | os.PathLike | None):
-    """The :class:`~wss_monai.data.PreparedDataset` of ``dataset_dir``; bad input ends the run (exit 2)."""
+def open_dataset(dataset_dir: str | os.PathLike | None, verify: Any = False, read_slices: Any = True):
+    """The :class:`~wss_monai.data.PreparedDataset` of ``dataset_dir``; bad input ends the run (exit 2).
+
+    With ``verify`` the whole dataset is checked first (:func:`wss_monai.data.verify.check_dataset`:
+    its entries and, with ``read_slices``, every slice file; not the checksums, which flag any
+    deliberate edit of dataset.json too), so that a tampered dataset stops the run with one line
+    before anything is built, instead of a traceback from the data loader mid-epoch or a silently
+    wrong score. The bundles pass ``verify=True`` and ``read_slices=@verify_slices``.
+    """
     from wss_monai.data.prepared import DatasetError, PreparedDataset
+    from wss_monai.data.verify import check_dataset
 
     try:
-        return PreparedDataset(dataset_dir)
+        data = PreparedDataset(dataset_dir)
+        if as_bool(verify, "verify"):
+            check_dataset(data, contents=as_bool(read_slices, "verify_slices"), checksums=False)
+        return data
     except DatasetError as err:
         fail(str(err))
 

@@ -141,8 +141,8 @@ def user_data_error(error: BaseException) -> str | None:
         return message or type(error).__name__
     if isinstance(error, OSError):
         filename = getattr(error, "filename", None)
-        if filename and str(filename) not in message:
-            message = f"{filename}: {message or type(error).__name__}"
+        if filename and getattr(error, "strerror", None):  # "<file>: No such file or directory", the file first
+            return f"{filename}: {error.strerror}"
         return message or type(error).__name__
     if type(error) is ValueError and _names_a_file(message):
         return message

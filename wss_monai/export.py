@@ -176,6 +176,11 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike) -> Path:
     if card.get("bundle") != "wss_segmentation":
         raise ExportError(f"{run / 'models' / 'preprocessing.json'}: a model of the bundle {card.get('bundle')!r}, not 'wss_segmentation'")
     info = _read_json(run / "run.json", "not a training run's output folder")
+    from wss_monai.engine.weights import weights_problem
+
+    _, why = weights_problem(ckpt)  # a bundle whose model.pt does not load would fail only on first use
+    if why is not None:
+        raise ExportError(why)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ExportError(f"{out}: --out exists and is {'a file' if not out.is_dir() else 'not empty'}; pass a new folder")
     if out == run or run in out.parents:
@@ -254,6 +259,10 @@ def main(argv: list[str] | None = None) -> int:
         out = export_run(args.run, args.out)
     except ExportError as err:
         print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
+    except OSError as err:  # --out in a read-only or full place: nothing is left behind (export_run cleans up)
+        where = err.filename or args.out
+        print(f"error: --out {args.out}: cannot write the bundle ({where}: {err.strerror or err})", file=sys.stderr)
         return 2
     print(f"bundle written: {out}\n  segment scans: cd {out} && python -m monai.bundle run --config_file configs/inference.json "
           "--input_dir SCANS --output_dir OUT")

@@ -89,14 +89,11 @@ def read_model_card(ckpt_path: str | os.PathLike | None, bundle: str = BUNDLE) -
 
 def load_model(network: torch.nn.Module, ckpt_path: str | os.PathLike, card: Mapping[str, Any], device: Any = None) -> torch.nn.Module:
     """``network`` with the checkpoint's weights (``weights_only=True``), after checking the class count against the card."""
-    state = torch.load(str(ckpt_path), map_location="cpu", weights_only=True)
-    state = state.get("model", state) if isinstance(state, dict) else state
+    from wss_monai.engine.weights import fit_weights, read_weights
+
     expected = int(card["num_classes"])
-    try:
-        network.load_state_dict(state, strict=True)
-    except (RuntimeError, TypeError, KeyError, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        fail(f"{ckpt_path}: does not fit network_def ({type(network).__name__}, {expected} classes from its model card): {first}.")
+    fit_weights(network, read_weights(ckpt_path), ckpt_path,
+                hint=f"network_def is built for {expected} classes from the model card; use the checkpoint beside it.")
     with torch.no_grad():
         probe = torch.zeros(1, int(card.get("in_channels", 1)), *[int(s) for s in card["preprocessing"]["size"]])
         out = network.eval()(probe)

@@ -145,7 +145,10 @@ def resolve_tracking_uri(uri: str | os.PathLike | None = None, workdir: str | os
             f"such as {default_tracking_uri(workdir)!r} (the default) or a server URL (http://host:port)."
         )
     if scheme:
-        raise ValueError(f"tracking URI {text!r} has an unknown scheme {scheme!r}.")
+        raise ValueError(
+            f"tracking URI {text!r} has an unknown scheme {scheme!r}; use a SQLite file (sqlite:///PATH.db or PATH.db), "
+            f"a server URL (http://host:port, https://...) or a database URL ({', '.join(_SQL_SCHEMES[1:])})."
+        )
     return f"sqlite:///{(base / text).resolve()}"
 
 

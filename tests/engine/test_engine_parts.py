@@ -285,7 +285,7 @@ def test_load_network_state_dicts_and_errors(tmp_path, capsys):
         assert not loaded.training
         assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), net.state_dict().values()))
     message = _fails(capsys, load_network, ResUNet(1, 2), plain)
-    assert "cannot load it into network_def (ResUNet)" in message
+    assert "do not fit network_def (ResUNet)" in message
 
 
 def test_plots_write_pngs(tmp_path):

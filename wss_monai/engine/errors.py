@@ -9,11 +9,13 @@ pipelines) can catch it like any exception (``except BundleInputError``, or ``Sy
 
 from __future__ import annotations
 
+import os
+import re
 import sys
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["BundleInputError", "fail", "as_bool", "EXIT_BAD_INPUT"]
+__all__ = ["BundleInputError", "fail", "as_bool", "user_data_error", "EXIT_BAD_INPUT"]
 
 EXIT_BAD_INPUT = 2
 
@@ -70,3 +72,78 @@ def as_bool(value: Any, name: str = "value", *, keep: tuple[str, ...] = (), mapp
     if mappings:
         allowed += ", or a dict of arguments"
     fail(f"{name} must be {allowed}; got {value!r}.")
+
+
+# --------------------------------------------------------------------------------------------
+# errors raised while a run is under way
+
+
+class UserDataError(ValueError):
+    """Raised by our own code for a problem in the user's files found during a run; the message names the file."""
+
+
+_WORKER = re.compile(r"^Caught \S+ in DataLoader worker process \d+\.")
+
+
+def _worker_message(error: BaseException) -> str:
+    """The original message of an error a DataLoader worker raised (torch re-raises it with the worker's traceback as text)."""
+    text = str(error)
+    if not _WORKER.match(text) or "Original Traceback" not in text:
+        return text
+    cls = type(error)
+    prefixes = (f"{cls.__module__}.{cls.__qualname__}: ", f"{cls.__qualname__}: ")
+    lines = text.rstrip().splitlines()
+    for i in range(len(lines) - 1, -1, -1):
+        if lines[i].startswith(prefixes):
+            first = lines[i]
+            first = first[len(next(p for p in prefixes if first.startswith(p))):]
+            return "\n".join([first, *lines[i + 1:]])
+    return lines[-1] if lines else text
+
+
+def _names_a_file(message: str) -> bool:
+    """Whether ``message`` follows the data code's convention ``<path of an existing file or folder>: <problem>``."""
+    head = message.split(": ", 1)[0].strip()
+    return bool(head) and head != message.strip() and (os.sep in head or "." in head) and os.path.exists(head)
+
+
+def user_data_error(error: BaseException) -> str | None:
+    """The one-line message of an error the user's data caused during a run, or None for anything else.
+
+    The rule, for exceptions raised inside ignite's engine or its data loader (the handler of
+    ``Events.EXCEPTION_RAISED`` asks this, see :class:`~wss_monai.engine.handlers.MLflowTracker`):
+
+    - :class:`BundleInputError` (already printed by :func:`fail`), :class:`UserDataError` and
+      the data package's ``DatasetError``: ours, raised on purpose for bad user files;
+    - ``OSError`` (a slice file deleted, unreadable, on a disk that went away; a full disk): the
+      file system, never a mistake in our logic;
+    - ``ValueError`` only when its message starts with the path of an existing file
+      (``<path>: expected a 2D slice...``, the convention of :mod:`wss_monai.data.transforms`):
+      our code checked a file and refused it. Any other ``ValueError`` (a NumPy broadcast, a
+      bad argument between our own functions) is a bug, as is every ``TypeError``,
+      ``RuntimeError``, ``KeyError``...: those keep their traceback, which is what a bug report needs.
+
+    An error re-raised from a DataLoader worker (its message embeds the worker's traceback) is
+    judged on the worker's original message, and that message is what is returned. The chain of
+    MONAI's ``applying transform`` wrappers is followed to the error inside.
+    """
+    while (isinstance(error, RuntimeError) and str(error).startswith("applying transform")
+           and isinstance(error.__cause__, BaseException)):
+        error = error.__cause__
+    if isinstance(error, BundleInputError):
+        return error.message
+    try:
+        from wss_monai.data.prepared import DatasetError
+    except ImportError:  # pragma: no cover - the data package is part of wss_monai
+        DatasetError = UserDataError  # noqa: N806
+    message = " ".join(_worker_message(error).split())
+    if isinstance(error, (UserDataError, DatasetError)):
+        return message or type(error).__name__
+    if isinstance(error, OSError):
+        filename = getattr(error, "filename", None)
+        if filename and getattr(error, "strerror", None):  # "<file>: No such file or directory", the file first
+            return f"{filename}: {error.strerror}"
+        return message or type(error).__name__
+    if type(error) is ValueError and _names_a_file(message):
+        return message
+    return None

@@ -38,11 +38,12 @@ from ignite.engine import Engine, Events
 from ignite.handlers import DiskSaver
 from monai.handlers import CheckpointSaver
 
-from wss_monai.engine.errors import as_bool, fail
+from wss_monai.engine.errors import UserDataError, as_bool, fail, user_data_error
 from wss_monai.engine.session import BEST_CHECKPOINT, HISTORY, write_run_info
 
 __all__ = [
     "NonFiniteLossError",
+    "NonFiniteInputError",
     "TrainLossMonitor",
     "EpochSetter",
     "AtomicCheckpointSaver",
@@ -116,6 +117,27 @@ class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite; the message names the epoch and the iteration."""
 
 
+class NonFiniteInputError(NonFiniteLossError, UserDataError):
+    """The loss became NaN or infinite because a slice of the batch holds NaN/inf: the data, not the
+    learning rate, is to blame; the message names the slice files (a user data error, one line, exit 2)."""
+
+
+#: batch keys checked when the loss turns non-finite -> (what may not be in them, where the value comes from)
+_INPUT_CHECKS = {"image": ("NaN or infinite voxels", "its slice file"),
+                 "bounds": ("NaN size bounds", "its entry in dataset.json"),
+                 "spacing": ("a NaN or infinite pixel spacing", "its entry in dataset.json")}
+
+
+def _bad_samples(key: str, value: Any) -> torch.Tensor | None:
+    """Per sample of the batch, whether ``value`` (the batch's ``key``) holds what :data:`_INPUT_CHECKS` forbids; on its device."""
+    value = getattr(value, "as_tensor", lambda: value)() if isinstance(value, torch.Tensor) else value
+    if not isinstance(value, torch.Tensor) or not value.is_floating_point() or value.ndim < 1 or value.shape[0] == 0:
+        return None
+    flat = value.detach().reshape(value.shape[0], -1)
+    bad = torch.isnan(flat) if key == "bounds" else ~torch.isfinite(flat)  # a bound of inf means "no upper bound"
+    return bad.any(dim=1)
+
+
 class TrainLossMonitor:
     """Epoch means of the loss and its terms, and a guard against a NaN/Inf loss.
 
@@ -126,6 +148,14 @@ class TrainLossMonitor:
     of each epoch; a non-finite loss stops training with :class:`NonFiniteLossError`, whose
     message gives the epoch, the iteration, the term values of that iteration and the last good
     checkpoint.
+
+    A NaN voxel in a slice file gives a NaN loss too, and lowering the learning rate would not
+    help: each iteration also records, on the device and without synchronising, which samples of
+    the batch have a non-finite image (or NaN bounds, a non-finite spacing), with the batch's
+    ``image_path`` list. When the loss of an iteration is not finite and one of its samples is
+    flagged, training stops with :class:`NonFiniteInputError` instead, naming those slice files
+    and asking for the dataset to be prepared again; the run ends with that one line (exit 2).
+    Only the iterations since the last check are kept (at most ``check_interval``).
 
     Metrics set at the end of each epoch: ``train_loss`` and ``train_<term>`` (the means over the
     epoch's iterations, of all ranks under ``torch.distributed``); terms with a schedule report it
@@ -168,6 +198,7 @@ class TrainLossMonitor:
         self._first_bad: torch.Tensor | None = None
         self._bad_terms: torch.Tensor | None = None
         self._bad_loss: torch.Tensor | None = None
+        self._inputs: dict[int, tuple[list[str], dict[str, torch.Tensor]]] = {}
 
     def _epoch_started(self, engine: Engine) -> None:
         self._reset()
@@ -204,6 +235,7 @@ class TrainLossMonitor:
             self._bad_loss = torch.where(new, loss, self._bad_loss)
             if stacked is not None and self._bad_terms is not None:
                 self._bad_terms = torch.where(new, stacked, self._bad_terms)
+        self._record_inputs(engine, output)
         self._count += 1
         interval = self.check_interval
         if interval is None:
@@ -212,10 +244,41 @@ class TrainLossMonitor:
         if interval and self._count % interval == 0:
             self._check(engine)
 
+    def _record_inputs(self, engine: Engine, output: Any) -> None:
+        """Keep, for this iteration, the per-sample flags of non-finite inputs (device tensors) and the slice paths."""
+        targets = output.get("label") if isinstance(output, Mapping) else None
+        values = {"image": output.get("image") if isinstance(output, Mapping) else None}
+        if isinstance(targets, Mapping):
+            values.update({k: targets.get(k) for k in ("bounds", "spacing")})
+            if values["image"] is None:
+                values["image"] = targets.get("image")
+        flags = {k: f for k, f in ((k, _bad_samples(k, v)) for k, v in values.items()) if f is not None}
+        batch = engine.state.batch
+        paths = batch.get("image_path") if isinstance(batch, Mapping) else None
+        if flags:
+            self._inputs[engine.state.iteration] = ([str(p) for p in paths] if isinstance(paths, (list, tuple)) else [], flags)
+
+    def _bad_input_message(self, first: int) -> str | None:
+        """What is wrong with the inputs of global iteration ``first`` (None: they are finite, or were not recorded)."""
+        paths, flags = self._inputs.get(first, ([], {}))
+        found = []
+        for key, bad in flags.items():
+            rows = [int(i) for i in torch.nonzero(bad.cpu()).flatten()]
+            if not rows:
+                continue
+            what, where = _INPUT_CHECKS[key]
+            names = [paths[i] if i < len(paths) else f"sample {i} of the batch" for i in rows]
+            shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+            found.append(f"{shown}: {what} ({where})")
+        return "; ".join(found) or None
+
     def _check(self, engine: Engine) -> None:
         if self._first_bad is None:
             return
         first = int(self._first_bad)  # the one host synchronisation
+        inputs, self._inputs = self._inputs, {}
+        if first >= 0:
+            self._inputs = {first: inputs[first]} if first in inputs else {}
         if _world() > 1:  # every rank stops together, or the others would wait for it forever
             import torch.distributed as dist
 
@@ -237,6 +300,15 @@ class TrainLossMonitor:
         for folder in self.checkpoint_dirs:
             saved += sorted(str(p) for p in Path(folder).glob("*.pt")) if Path(folder).is_dir() else []
         kept = f"the last good checkpoints are kept: {', '.join(saved)}" if saved else "no checkpoint had been saved yet"
+        bad_input = self._bad_input_message(first)
+        if bad_input is not None:
+            message = (
+                f"training stopped: the loss is {float(self._bad_loss):g} (not finite) at epoch {engine.state.epoch}, "
+                f"iteration {in_epoch} of {epoch_length or '?'}, because the batch holds non-finite input: {bad_input}. "
+                f"The dataset must be prepared again (python -m data_prep ...) or those slices fixed; {kept}."
+            )
+            logger.error(message)
+            raise NonFiniteInputError(message)
         message = (
             f"training stopped: the loss is {float(self._bad_loss):g} (not finite) at epoch {engine.state.epoch}, "
             f"iteration {in_epoch} of {epoch_length or '?'} (global iteration {first}){terms}; {kept}. "
@@ -612,6 +684,9 @@ class MLflowTracker:
         engine.add_event_handler(Events.EPOCH_COMPLETED, self._epoch_completed)
         engine.add_event_handler(Events.COMPLETED, self._completed)
         _add_first(engine, Events.EXCEPTION_RAISED, self._exception_raised)
+        _shorten_engine_errors(engine)
+        if self.evaluator is not None:
+            _shorten_engine_errors(self.evaluator)
 
     @property
     def output_dir(self) -> Path:
@@ -793,15 +868,24 @@ class MLflowTracker:
             )
 
     def _exception_raised(self, engine: Engine, error: BaseException) -> None:
+        """Record the run as FAILED (KILLED for Ctrl+C), then end it the way the error deserves.
+
+        Ctrl+C: one line and exit 130. An error the user's data caused
+        (:func:`~wss_monai.engine.errors.user_data_error` gives the rule: a slice file that
+        became unreadable, a file of the wrong shape, NaN in a slice): its one-line cause and
+        exit 2. Anything else is a bug of ours and goes on with its traceback.
+        """
+        user_message = None if isinstance(error, KeyboardInterrupt) else user_data_error(error)
         if _rank() == 0 and not self._finished:
             self._finished = True
             status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
+            recorded = user_message if user_message is not None else str(error)
             try:
                 self._log_files(self._plots(with_overlay=False))
                 if self.run is not None:
-                    self.run.set_tags({"error": str(error)[:5000]})
+                    self.run.set_tags({"error": recorded[:5000]})
                     self.run.finish(status)
-                write_run_info(self.output_dir, self._info(status=status, error=str(error), **self._best()))
+                write_run_info(self.output_dir, self._info(status=status, error=recorded, **self._best()))
                 self._remind_sync()
             except Exception as err:  # never hide the original error
                 logger.warning(f"could not record the failed run in MLflow: {err}")
@@ -810,7 +894,41 @@ class MLflowTracker:
                       f"continue it with the same command and --resume true (output in {self.output_dir})",
                       file=sys.stderr, flush=True)
                 raise SystemExit(130) from None
-        raise error
+        _end_for_user(error, user_message)
+
+
+def _end_for_user(error: BaseException, user_message: str | None) -> None:
+    """Re-raise ``error``, or, for a user data error, end with its one line (exit 2; :func:`fail` prints it once)."""
+    if user_message is not None and not isinstance(error, SystemExit):
+        fail(user_message)
+    raise error
+
+
+class _OneLineEngineErrors(logging.Filter):
+    """Keep ignite's "... terminating due to exception: <error>" log line to one line.
+
+    For an error from a DataLoader worker that message is the worker's whole traceback as text,
+    which would put a traceback on the screen even when the run ends with a one-line user error;
+    the line keeps the worker's original message instead. A genuine bug still prints its own
+    traceback when the run ends.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "terminating due to exception" in message and "\n" in message:
+            head, _, error = message.partition("exception: ")
+            lines = [line for line in error.splitlines() if line.strip()]
+            if "Original Traceback" in error and lines:
+                record.msg, record.args = f"{head}exception: {lines[0]} {lines[-1].strip()}", ()
+            else:
+                record.msg, record.args = f"{head}exception: {lines[0] if lines else ''}", ()
+        return True
+
+
+def _shorten_engine_errors(engine: Engine) -> None:
+    log = getattr(engine, "logger", None)
+    if isinstance(log, logging.Logger) and not any(isinstance(f, _OneLineEngineErrors) for f in log.filters):
+        log.addFilter(_OneLineEngineErrors())
 
 
 # --------------------------------------------------------------------------------------------
@@ -834,21 +952,13 @@ def _state_dict(obj: Any) -> Mapping[str, torch.Tensor]:
 def load_network(network: torch.nn.Module, ckpt_path: str | os.PathLike, device: Any = None, strict: bool = True) -> torch.nn.Module:
     """``network`` with the weights of ``ckpt_path`` (a state_dict, read with ``weights_only=True``), in eval mode.
 
-    A checkpoint that does not fit the network (another ``network_def``) ends the run with one
-    line and exit code 2.
+    A file that is not a weights file, or whose weights do not fit the network (another
+    ``network_def``), ends the run with one line and exit code 2 (:mod:`wss_monai.engine.weights`).
     """
-    path = Path(ckpt_path)
-    if not path.is_file():
-        fail(f"{path}: no such checkpoint.")
-    try:
-        state = _state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        network.load_state_dict(state, strict=strict)
-    except (RuntimeError, TypeError, KeyError, ValueError, OSError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        fail(
-            f"{path}: cannot load it into network_def ({type(network).__name__}): {first}. Use the network_def of the "
-            "training run (its config.json), e.g. --network_def#_target_ wss_monai.networks.ResUNet."
-        )
+    from wss_monai.engine.weights import fit_weights, read_weights
+
+    fit_weights(network, read_weights(ckpt_path), ckpt_path, strict=strict,
+                hint="Use the network_def of the training run (its config.json), e.g. --network_def#_target_ wss_monai.networks.ResUNet.")
     if device is not None:
         network = network.to(device)
     return network.eval()
@@ -872,6 +982,12 @@ class EvaluationReport:
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.COMPLETED, self)
+        _add_first(engine, Events.EXCEPTION_RAISED, self._exception_raised)
+        _shorten_engine_errors(engine)
+
+    def _exception_raised(self, engine: Engine, error: BaseException) -> None:
+        """A slice file that cannot be read during the evaluation: its one line, exit 2 (rule: :func:`user_data_error`); a bug traces."""
+        _end_for_user(error, None if isinstance(error, KeyboardInterrupt) else user_data_error(error))
 
     def _per_volume_csv(self) -> str:
         scores = self.metric.last_scores or {}

@@ -428,7 +428,10 @@ class TrainingSession:
                 if run_name and info.get("run_name") and str(run_name).strip() != info["run_name"]:
                     fail(f"--resume: {resume_dir} holds run {info['run_name']!r}, not {str(run_name).strip()!r}; leave out --run_name.")
                 run_name = info.get("run_name") or run_name
-        self.tracking_uri = tracking.resolve_tracking_uri(tracking_uri)
+        try:  # an unknown scheme or a file store is the user's to fix; an unreachable server is not (offline journal)
+            self.tracking_uri = tracking.resolve_tracking_uri(tracking_uri)
+        except ValueError as err:
+            fail(f"--tracking_uri: {err}")
         try:
             self.experiment = experiment_name or tracking.experiment_name(self.dataset_name)
         except ValueError as err:
@@ -738,6 +741,9 @@ class EvaluationSession:
         if (ckpt_path is None or str(ckpt_path).strip() == "") and (output_dir is None or str(output_dir).strip() == ""):
             fail("pass --output_dir of a training run (holding models/model.pt) or --ckpt_path of a checkpoint.")
         self.output_dir = None if output_dir is None or str(output_dir).strip() == "" else str(Path(str(output_dir)).expanduser().resolve())
+        for key, folder in (("output_dir", output_dir), ("results_dir", results_dir)):  # named before a missing checkpoint
+            if folder is not None and str(folder).strip() and Path(str(folder)).expanduser().is_file():
+                fail(f"--{key} {folder}: is a file; pass a folder.")
         if ckpt_path is None or str(ckpt_path).strip() == "":
             ckpt_path = Path(self.output_dir) / BEST_CHECKPOINT
         ckpt = Path(str(ckpt_path)).expanduser().resolve()

@@ -33,6 +33,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
+from pipelines.folders import output_problem
+
 
 @dataclass(frozen=True)
 class DemoSettings:
@@ -192,7 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     problem = check(settings)
     out = args.out.resolve()
     if problem is None:
-        problem = _reusable(out / "prepared_acdc", settings)
+        problem = output_problem(out) or _reusable(out / "prepared_acdc", settings)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2

@@ -41,6 +41,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipelines.folders import output_problem
+
 if TYPE_CHECKING:  # pragma: no cover
     import pandas
 
@@ -881,6 +883,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: {err}", file=sys.stderr)
             return 2
     out = args.out.resolve()
+    problem = output_problem(out, inputs={"--prepared": args.prepared} if args.prepared is not None else None)
+    if problem is None and args.tracking_uri is not None:
+        from wss_monai import tracking
+
+        try:
+            tracking.resolve_tracking_uri(args.tracking_uri, out)
+        except ValueError as err:
+            problem = f"--tracking-uri: {err}"
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     if args.prepared is not None:
         prepared = args.prepared.resolve()
         if not (prepared / "dataset.json").is_file():

@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipelines.folders import output_problem
+
 __all__ = [
     "RUN_COLUMNS",
     "Runs",
@@ -481,8 +483,9 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     out = (args.out or Path(f"report_{args.experiment}")).resolve()
-    if out.exists() and not out.is_dir():
-        print(f"error: --out {out}: is a file; choose a folder", file=sys.stderr)
+    problem = output_problem(out)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     try:
         runs = collect(args.experiment, uri)

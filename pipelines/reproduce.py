@@ -51,6 +51,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipelines.folders import output_problem
+
 __all__ = ["TABLES", "TABLE1_ROWS", "TABLE3_ROWS", "TABLE5_ROWS", "PlannedRun", "plan_runs", "bounds_pairs",
            "variant_bounds", "reconcile", "main"]
 
@@ -397,6 +399,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     out = (args.out or Path(f"reproduce_{args.dataset}")).resolve()
+    problem = output_problem(out, inputs={"--src": args.src})
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     with _lock(out) as locked:
         if not locked:
             print(f"error: {out}: another pipelines.reproduce is running there", file=sys.stderr)

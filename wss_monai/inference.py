@@ -34,6 +34,7 @@ import logging
 import os
 import re
 import sys
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -157,7 +158,11 @@ def read_scan(path: Path) -> tuple[np.ndarray, np.ndarray]:
     else:
         raise ScanError(f"{path}: unknown scan format (expected .nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd or a DICOM folder)")
     try:
-        image = LoadImage(reader=reader, image_only=True, dtype=np.float32)(str(path))
+        with warnings.catch_warnings():
+            # MONAI notes on every DICOM-capable reader that its GPU decoder plugin is absent; the
+            # CPU decoders it falls back to are the ones used here, so the notice is only noise
+            warnings.filterwarnings("ignore", message=".*nvImageCodec.*")
+            image = LoadImage(reader=reader, image_only=True, dtype=np.float32)(str(path))
     except Exception as err:  # the readers raise many types for a bad file
         while err.__cause__ is not None:
             err = err.__cause__
@@ -284,7 +289,6 @@ class ScanSegmenter:
         from tqdm import tqdm
 
         scans = [Path(str(s)) for s in scans]
-        self.output_dir.mkdir(parents=True, exist_ok=True)
         records: list[dict[str, Any]] = []
         for scan in tqdm(scans, desc="segmenting", unit="scan", disable=not self.progress):
             record: dict[str, Any] = {"scan": str(scan)}
@@ -295,6 +299,7 @@ class ScanSegmenter:
                 array, affine = read_scan(scan)
                 labels, probs = self.segment(array, affine)
                 out = self.output_dir / f"{name}_seg.nii.gz"
+                self.output_dir.mkdir(parents=True, exist_ok=True)  # only once there is something to write
                 _save(labels.astype(np.uint8), scan, affine, out)
                 record["segmentation"] = str(out)
                 if self.probabilities:

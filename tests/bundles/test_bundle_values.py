@@ -25,6 +25,10 @@ BAD = [
     ("betas", "0.9", "--betas must be two numbers in [0, 1)"),
     ("nan_check_interval", 0, "--nan_check_interval must be a whole number >= 1"),
     ("epochs", True, "--epochs must be a whole number >= 1"),
+    ("amp", "maybe", "--amp must be true or false"),
+    ("hd95", 2, "--hd95 must be true or false"),
+    ("progress", "sometimes", "--progress must be true or false"),
+    ("augment", "heavy", "--augment must be true or false"),
 ]
 
 
@@ -39,7 +43,8 @@ def test_a_wrong_value_is_one_line(key, value, message, capsys):
 def test_good_values_and_an_output_dir_that_is_a_file(tmp_path):
     check_training_values(epochs=3, seed=0, batch_size=8, val_batch_size=32, val_interval=1, num_workers=0,
                           learning_rate=5e-4, betas=[0.9, 0.99], lr_factor=0.5, lr_patience=20, nan_check_interval=None,
-                          output_dir=str(tmp_path / "new"))
+                          output_dir=str(tmp_path / "new"), amp="false", deterministic=True, hd95="no", log_mlflow=1,
+                          verify_slices="true", progress="auto", augment={"rotate": 10})
     afile = tmp_path / "afile"
     afile.write_text("x")
     with pytest.raises(BundleInputError, match="is a file"):

@@ -14,7 +14,7 @@ from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
 
-from wss_monai.engine.errors import fail
+from wss_monai.engine.errors import as_bool, fail
 
 __all__ = ["check_training_values"]
 
@@ -22,6 +22,10 @@ __all__ = ["check_training_values"]
 _WHOLE = {"epochs": 1, "seed": 0, "batch_size": 1, "val_batch_size": 1, "val_interval": 1, "num_workers": 0,
           "lr_patience": 0, "nan_check_interval": 1}
 _OPTIONAL = {"nan_check_interval"}
+#: switches -> the extra words they take besides true/false (``progress`` also takes ``auto``;
+#: ``augment`` also a dict of arguments)
+_SWITCHES = {"amp": (), "deterministic": (), "hd95": (), "log_mlflow": (), "verify_slices": (),
+             "progress": ("auto",), "augment": ()}
 
 
 def _whole(key: str, value: Any, least: int) -> None:
@@ -44,10 +48,14 @@ def check_training_values(**values: Any) -> None:
 
     Keys checked when given: the whole numbers of ``_WHOLE``; ``learning_rate`` (> 0, finite);
     ``lr_factor`` (0 < f < 1, as ``ReduceLROnPlateau`` needs); ``betas`` (two numbers in [0, 1),
-    as Adam needs); ``output_dir`` (may not be an existing file).
+    as Adam needs); ``output_dir`` (may not be an existing file); the switches of ``_SWITCHES``
+    (true/false in any spelling :func:`~wss_monai.engine.errors.as_bool` takes; checked here too,
+    since the components that read them are built after the run has made its output folder).
     """
     for key, value in values.items():
-        if key in _WHOLE:
+        if key in _SWITCHES:
+            as_bool(value, f"--{key}", keep=_SWITCHES[key], mappings=key == "augment")
+        elif key in _WHOLE:
             _whole(key, value, _WHOLE[key])
         elif key == "learning_rate":
             _positive_real(key, value)

@@ -699,8 +699,9 @@ def to_markdown(frame) -> str:
     headers = [h for _, h in columns]
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     for _, row in frame.iterrows():
-        cells = [(str(row.get(c) or "")[:SHORT_FINGERPRINT] or "unknown") if c == "fingerprint" else _cell(row.get(c), c)
-                 for c, _ in columns]
+        fp = row.get("fingerprint")
+        fp = "" if fp is None or (isinstance(fp, float) and math.isnan(fp)) else str(fp)
+        cells = [(fp[:SHORT_FINGERPRINT] or "unknown") if c == "fingerprint" else _cell(row.get(c), c) for c, _ in columns]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -633,7 +633,9 @@ def read_results(runs: Sequence[Mapping[str, Any]], tracking_uri: str) -> "panda
     ``dice_3d``, ``dice_2d_one`` / ``dice_2d_nan`` (2D Dice with an empty-vs-empty slice scored 1,
     or left out), ``hd95_mm``. ``epochs`` is the number of epochs run; ``train_s`` the training
     time summed over epochs (validation excluded, as logged by :class:`TimeBudget`);
-    ``ms_per_image`` = ``train_s`` / training images seen; ``wall_s`` the whole process. The
+    ``ms_per_image`` = ``train_s`` / training images seen; ``wall_s`` the whole process;
+    ``fingerprint`` the prepared dataset's (tag ``dataset_fingerprint``, blank for a run without
+    it), so that a row is never read as comparable with a run on another preparation. The
     MLflow side is :func:`pipelines.report.collect`, the reader every report uses.
     """
     import pandas as pd
@@ -651,7 +653,8 @@ def read_results(runs: Sequence[Mapping[str, Any]], tracking_uri: str) -> "panda
         record = records.get(run_id)
         if record is not None:
             row["status"] = record["status"] if not run.get("returncode") else f"FAILED ({run.get('returncode')})"
-            for column in ("epochs", "best_epoch", "dice_3d", "dice_2d_one", "dice_2d_nan", "hd95_mm", "train_s", "ms_per_image"):
+            for column in ("epochs", "best_epoch", "dice_3d", "dice_2d_one", "dice_2d_nan", "hd95_mm", "train_s", "ms_per_image",
+                           "dataset", "fingerprint"):
                 row[column] = record[column]
         rows.append(row)
     frame = pd.DataFrame(rows)
@@ -675,12 +678,31 @@ def _cell(value: Any, column: str) -> str:
     return str(value)
 
 
+def _fingerprints(frame) -> list[str]:
+    """The distinct prepared-dataset fingerprints of a :func:`read_results` table, in row order ("" for none)."""
+    if "fingerprint" not in frame:
+        return []
+    return list(dict.fromkeys("" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v) for v in frame["fingerprint"]))
+
+
 def to_markdown(frame) -> str:
-    """The comparison table of :func:`read_results` as Markdown (one row per regime)."""
-    headers = [h for _, h in COLUMNS]
+    """The comparison table of :func:`read_results` as Markdown (one row per regime).
+
+    All runs of one :func:`run_regimes` share a prepared dataset; should a table ever hold runs
+    of several preparations, a ``preparation`` column (short fingerprint) follows the regime so
+    that no two rows read as comparable when they are not (:mod:`pipelines.report` does the same)."""
+    from pipelines.report import SHORT_FINGERPRINT
+
+    columns = list(COLUMNS)
+    if len(_fingerprints(frame)) > 1:
+        columns.insert(1, ("fingerprint", "preparation"))
+    headers = [h for _, h in columns]
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     for _, row in frame.iterrows():
-        lines.append("| " + " | ".join(_cell(row.get(c), c) for c, _ in COLUMNS) + " |")
+        fp = row.get("fingerprint")
+        fp = "" if fp is None or (isinstance(fp, float) and math.isnan(fp)) else str(fp)
+        cells = [(fp[:SHORT_FINGERPRINT] or "unknown") if c == "fingerprint" else _cell(row.get(c), c) for c, _ in columns]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -908,7 +930,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         augment=args.augment, seed=args.seed, learning_rate=args.learning_rate, threads=args.threads,
                         parallel=args.parallel, experiment=args.experiment,
                         overrides={"weak": args.weak} if args.weak else None)
-    text = f"{_settings_line(args, prepared)}\n\n{to_markdown(frame)}\n\n{LEGEND}\n"
+    known = [fp for fp in _fingerprints(frame) if fp]
+    fingerprint = f" Prepared dataset fingerprint: {', '.join(f'`{fp}`' for fp in known)}." if known else ""
+    text = f"{_settings_line(args, prepared)}{fingerprint}\n\n{to_markdown(frame)}\n\n{LEGEND}\n"
     (out / "regimes.md").write_text(text, encoding="utf-8")
     print(f"\n{text}\nTable in {out / 'regimes.md'} and {out / 'regimes.csv'}; {len(frame)} regimes in "
           f"{(time.perf_counter() - start) / 60:.1f} min.")

@@ -5,8 +5,9 @@ Reads every run of an experiment (made by the demo, by ``pipelines.reproduce``, 
 row per run, and writes to ``--out``:
 
 - ``runs.csv``: one row per run (scores of the best epoch by validation 3D Dice, epochs, timing,
-  status, output folder); ``summary.csv``: one row per (table, row) with the mean and standard
-  deviation over seeds of the FINISHED runs and the papers' value beside ours;
+  status, output folder, the prepared dataset's fingerprint); ``summary.csv``: one row per
+  (table, preparation, row) with the mean and standard deviation over the distinct seeds of the
+  FINISHED runs and the papers' value beside ours;
 - ``report.md`` with the summary tables and the figures ``dice.png`` (our Dice per regime with the
   paper's beside it), ``curves.png`` (validation 3D Dice per epoch), ``overlays.png`` (the same
   validation slices segmented by each regime: image, ground truth, predictions) and
@@ -21,7 +22,13 @@ epoch. The demo and ``pipelines.reproduce`` write their reports with this module
 Rows: a run's row is its MLflow tag ``wss.row`` (set by the pipelines: the regime, or
 ``bounds_<lo>_<hi>`` for Table 4's fixed bounds), else its ``regime`` tag; its table is the tag
 ``wss.table`` (blank for runs outside the papers' tables). The papers' numbers come from
-``pipelines/paper_numbers.json`` (:mod:`pipelines.reporting.paper`).
+``pipelines/paper_numbers.json`` (:mod:`pipelines.reporting.paper`), only beside runs on the dataset
+they were measured on.
+
+Preparations: an experiment is named after its dataset, so it may hold the same data prepared
+twice (say at 256 and at 64 pixels). Runs are grouped by the prepared dataset's fingerprint (tag
+:data:`FINGERPRINT_TAG`; runs logged without it form one unknown preparation): two preparations
+are two rows, never two "seeds" of one, and the report says so above its tables.
 
 Example::
 
@@ -42,6 +49,8 @@ from pipelines.folders import output_problem
 
 __all__ = [
     "RUN_COLUMNS",
+    "FINGERPRINT_TAG",
+    "preparations",
     "Runs",
     "collect",
     "summarize",
@@ -56,15 +65,28 @@ HISTORY_KEYS = ("val_dice_3d_mean", "val_dice_2d_one_mean", "val_dice_2d_nan_mea
 """Per-epoch metrics a report reads (the bundles' and :class:`~pipelines.regimes.TimeBudget`'s)."""
 
 RUN_COLUMNS = ["run_id", "run_name", "experiment", "status", "table", "row", "regime", "seed", "key", "bundle", "dataset",
-               "epochs", "best_epoch", "dice_3d", "dice_2d_one", "dice_2d_nan", "hd95_mm", "dice_3d_last",
+               "fingerprint", "image_size", "epochs", "best_epoch", "dice_3d", "dice_2d_one", "dice_2d_nan", "hd95_mm", "dice_3d_last",
                "train_s", "train_images", "ms_per_image", "run_s", "start_time", "output_dir", "checkpoint", "dataset_dir"]
 """Columns of ``runs.csv``, one row per MLflow run."""
 
 TABLE_ORDER = ("1", "2", "3", "4", "5")
 
+FINGERPRINT_TAG = "dataset_fingerprint"
+"""The MLflow tag (and param) naming the prepared dataset a run trained on: 12 hex characters.
+
+An experiment is named after its dataset (``acdc-lv``), so one experiment can hold the same data
+prepared twice (at 256 and at 64 pixels): everything that summarises runs groups them by this
+tag, never averaging two preparations as if they were seeds. Runs logged before the tag existed
+have none: they form one preparation of their own, the unknown one (empty fingerprint)."""
+
+SHORT_FINGERPRINT = 6
+"""Characters of a fingerprint shown in the tables' preparation column (the full one is in the
+line above the tables, ``runs.csv`` and ``summary.csv``)."""
+
 LEGEND = (
     "Scores are those of each run's best epoch by validation 3D Dice (the checkpoint the bundles keep), as mean "
-    "± standard deviation over the seeds whose run FINISHED; 'paper' is the published Dice of the same setting "
+    "± standard deviation over the seeds whose run FINISHED (a seed run twice on one prepared dataset counts once, "
+    "by its latest run; runs on different preparations of a dataset are never averaged together); 'paper' is the published Dice of the same setting "
     "(pipelines/paper_numbers.json), on the real dataset and after the papers' full training, so a phantom or a "
     "short run is expected to score differently. 2D Dice: mean over validation slices with an empty-vs-empty "
     "slice scored 1, or left out. HD95 in mm (3D, per volume). 'ms/image': training time per training image "
@@ -98,6 +120,15 @@ def _history(client, run, key: str) -> dict[int, float]:
     return {int(m.step): float(m.value) for m in client.get_metric_history(run.info.run_id, key)}
 
 
+def _image_size(value: Any) -> str:
+    """``"[64, 64]"`` (the param ``resolved.image_size`` the engine logs) as ``"64x64"``; "" when unknown.
+
+    Two preparations of one dataset usually differ by their slice size, the first thing a reader
+    asks when a report says an experiment holds several."""
+    sizes = [part for part in str(value or "").strip("[]() ").replace(",", " ").split() if part.isdigit()]
+    return "x".join(sizes) if sizes else ""
+
+
 def run_record(client, run, experiment: str = "") -> tuple[dict[str, Any], dict[int, float]]:
     """One MLflow run as a report row (:data:`RUN_COLUMNS`) and its validation 3D Dice per epoch.
 
@@ -116,6 +147,7 @@ def run_record(client, run, experiment: str = "") -> tuple[dict[str, Any], dict[
     folder = Path(output_dir) if output_dir else None
     checkpoint = folder / "models" / "model.pt" if folder is not None else None
     seed = tags.get("seed")
+    params = run.data.params
     train_s = sum(h["time_train_s"].values()) if h["time_train_s"] else math.nan
     images = sum(h["time_train_images"].values()) if h["time_train_images"] else math.nan
     start = run.info.start_time
@@ -132,6 +164,8 @@ def run_record(client, run, experiment: str = "") -> tuple[dict[str, Any], dict[
         "key": tags.get("wss.key", ""),
         "bundle": tags.get("bundle", ""),
         "dataset": tags.get("dataset", ""),
+        "fingerprint": str(tags.get(FINGERPRINT_TAG) or params.get(FINGERPRINT_TAG) or params.get(f"resolved.{FINGERPRINT_TAG}") or ""),
+        "image_size": _image_size(params.get("resolved.image_size")),
         "epochs": max(steps) if steps else 0,
         "best_epoch": best_epoch,
         "dice_3d": dice[best_epoch] if best_epoch is not None else math.nan,
@@ -146,7 +180,7 @@ def run_record(client, run, experiment: str = "") -> tuple[dict[str, Any], dict[
         "start_time": pd.to_datetime(start, unit="ms", utc=True) if start else pd.NaT,
         "output_dir": str(folder) if folder is not None and folder.is_dir() else "",
         "checkpoint": str(checkpoint) if checkpoint is not None and checkpoint.is_file() else "",
-        "dataset_dir": run.data.params.get("resolved.dataset_dir") or run.data.params.get("dataset_dir") or "",
+        "dataset_dir": params.get("resolved.dataset_dir") or params.get("dataset_dir") or "",
     }
     return record, dice
 
@@ -222,51 +256,158 @@ def ordered_rows(table: str, dataset: str | None, rows: Iterable[str]) -> list[s
     return known + rest
 
 
-def summarize(frame) -> Any:
-    """One row per (table, row): seeds, mean and std of the FINISHED runs' scores, the paper's value.
+def _text(frame, column: str):
+    """A text column with blanks for missing values (a frame built by hand may hold NaN)."""
+    if column not in frame:
+        return frame.index.to_series().map(lambda _: "")
+    return frame[column].map(lambda v: "" if _nan(v) else str(v))
 
-    Columns: ``table``, ``row``, ``regime``, ``dataset``, ``seeds`` (FINISHED runs),
-    ``unfinished`` (runs of that row not FINISHED), ``dice_3d_mean``, ``dice_3d_std``,
-    ``dice_2d_one_mean``, ``dice_2d_nan_mean``, ``hd95_mean``, ``epochs_mean``,
+
+@dataclass(frozen=True)
+class Preparation:
+    """One prepared dataset among a report's runs: its fingerprint (empty: runs logged before the
+    :data:`FINGERPRINT_TAG` existed), dataset name, slice size, number of runs and the short
+    ``label`` the tables show."""
+
+    fingerprint: str
+    dataset: str
+    image_size: str
+    runs: int
+    label: str
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.fingerprint, self.dataset)
+
+
+def preparations(frame) -> list[Preparation]:
+    """The distinct preparations of ``frame`` in order of first appearance (oldest run first).
+
+    A preparation is a (fingerprint, dataset name) pair: the fingerprint tells two preparations of
+    one dataset apart, and the name still tells apart two datasets among old runs that have no
+    fingerprint. Labels are the first :data:`SHORT_FINGERPRINT` characters (``unknown`` without
+    one), with the dataset name added where two labels would read alike.
+    """
+    if frame is None or not len(frame):
+        return []
+    fps, names = _text(frame, "fingerprint"), _text(frame, "dataset")
+    sizes = _text(frame, "image_size")
+    keys = list(dict.fromkeys(zip(fps, names)))
+    short = {k: (k[0][:SHORT_FINGERPRINT] or "unknown") for k in keys}
+    seen = [short[k] for k in keys]
+    out = []
+    for fp, name in keys:
+        mine = (fps == fp) & (names == name)
+        size = next((v for v in sizes[mine] if v), "")
+        label = short[(fp, name)] + (f" {name}" if name and seen.count(short[(fp, name)]) > 1 else "")
+        out.append(Preparation(fp, name, size, int(mine.sum()), label))
+    return out
+
+
+def preparations_line(frame) -> str:
+    """The report's line on several preparations in one experiment ("" when there is one or none)."""
+    found = preparations(frame)
+    if len(found) < 2:
+        return ""
+    parts = []
+    for p in found:
+        what = ", ".join(x for x in (p.dataset or "dataset unknown", p.image_size) if x)
+        name = f"`{p.fingerprint}`" if p.fingerprint else "no fingerprint (runs logged before fingerprints)"
+        parts.append(f"{name} ({what}, {p.runs} run{'s' if p.runs != 1 else ''})")
+    return (f"These runs were trained on {len(found)} different preparations of their data: " + "; ".join(parts)
+            + ". Each preparation is summarised on its own rows (column 'preparation'), never averaged with another.")
+
+
+def summarize(frame) -> Any:
+    """One row per (table, preparation, row): seeds, mean and std of the FINISHED runs' scores, the paper's value.
+
+    A preparation is a prepared dataset (:func:`preparations`): runs on two preparations are
+    never averaged together, so the same regime and seed on two preparations are two rows of one
+    seed each. ``seeds`` counts the distinct seeds among the FINISHED runs of a row; when a seed
+    FINISHED twice there, its latest run (by start time) is the one averaged and ``duplicates``
+    counts the runs left out. The paper's value is that of the row's own dataset
+    (:func:`pipelines.reporting.paper.dataset_key`), blank for any other dataset.
+
+    Columns: ``table``, ``row``, ``regime``, ``dataset``, ``fingerprint``, ``preparation`` (the
+    short label, only in a table that holds several preparations), ``image_size``, ``seeds``,
+    ``duplicates``, ``unfinished`` (runs of that row not FINISHED), ``dice_3d_mean``,
+    ``dice_3d_std``, ``dice_2d_one_mean``, ``dice_2d_nan_mean``, ``hd95_mean``, ``epochs_mean``,
     ``ms_per_image_mean``, ``ms_per_image_std``, ``paper``, ``paper_label``, ``paper_table``.
     """
     import pandas as pd
 
     from pipelines.reporting import paper
 
-    columns = ["table", "row", "regime", "dataset", "seeds", "unfinished", "dice_3d_mean", "dice_3d_std", "dice_2d_one_mean",
-               "dice_2d_nan_mean", "hd95_mean", "epochs_mean", "ms_per_image_mean", "ms_per_image_std",
-               "paper", "paper_label", "paper_table"]
+    columns = ["table", "row", "regime", "dataset", "fingerprint", "preparation", "image_size", "seeds", "duplicates",
+               "unfinished", "dice_3d_mean", "dice_3d_std", "dice_2d_one_mean", "dice_2d_nan_mean", "hd95_mean", "epochs_mean",
+               "ms_per_image_mean", "ms_per_image_std", "paper", "paper_label", "paper_table"]
     if frame is None or not len(frame):
         return pd.DataFrame(columns=columns)
+    preps = preparations(frame)
+    frame = frame.assign(_fp=_text(frame, "fingerprint"), _ds=_text(frame, "dataset"), _table=_text(frame, "table"))
     out = []
-    tables = sorted(frame["table"].fillna("").unique(), key=_table_rank)
-    for table in tables:
-        part = frame[frame["table"].fillna("") == table]
-        datasets = [d for d in part["dataset"].fillna("").unique() if d]
-        dataset = paper.dataset_key(datasets[0]) if datasets else None
-        for row in ordered_rows(table, dataset, part["row"]):
-            runs = part[part["row"] == row]
-            done = runs[runs["status"] == "FINISHED"]
-            entry = paper.lookup(dataset, row, table if table in paper.load()["tables"] else None)
+    for table in sorted(frame["_table"].unique(), key=_table_rank):
+        in_table = frame[frame["_table"] == table]
+        several = len(set(zip(in_table["_fp"], in_table["_ds"]))) > 1
+        for prep in preps:
+            part = frame[(frame["_table"] == table) & (frame["_fp"] == prep.fingerprint) & (frame["_ds"] == prep.dataset)]
+            if not len(part):
+                continue
+            dataset = paper.dataset_key(prep.dataset)
+            for row in ordered_rows(table, dataset, part["row"]):
+                runs = part[part["row"] == row]
+                finished = runs[runs["status"] == "FINISHED"]
+                done = latest_per_seed(finished)
+                entry = paper.lookup(dataset, row, table if table in paper.load()["tables"] else None)
 
-            def stat(column: str, how: str) -> float:
-                values = pd.to_numeric(done[column], errors="coerce").dropna()
-                if not len(values):
-                    return math.nan
-                return float(values.mean()) if how == "mean" else (float(values.std(ddof=1)) if len(values) > 1 else math.nan)
+                def stat(column: str, how: str) -> float:
+                    values = pd.to_numeric(done[column], errors="coerce").dropna()
+                    if not len(values):
+                        return math.nan
+                    return float(values.mean()) if how == "mean" else (float(values.std(ddof=1)) if len(values) > 1 else math.nan)
 
-            out.append({
-                "table": table, "row": row, "regime": runs["regime"].iloc[0], "dataset": runs["dataset"].iloc[0],
-                "seeds": int(len(done)), "unfinished": int(len(runs) - len(done)),
-                "dice_3d_mean": stat("dice_3d", "mean"), "dice_3d_std": stat("dice_3d", "std"),
-                "dice_2d_one_mean": stat("dice_2d_one", "mean"), "dice_2d_nan_mean": stat("dice_2d_nan", "mean"),
-                "hd95_mean": stat("hd95_mm", "mean"), "epochs_mean": stat("epochs", "mean"),
-                "ms_per_image_mean": stat("ms_per_image", "mean"), "ms_per_image_std": stat("ms_per_image", "std"),
-                "paper": entry["value"] if entry else math.nan, "paper_label": entry["label"] if entry else "",
-                "paper_table": entry["table"] if entry else "",
-            })
+                out.append({
+                    "table": table, "row": row, "regime": runs["regime"].iloc[0], "dataset": prep.dataset,
+                    "fingerprint": prep.fingerprint, "preparation": prep.label if several else "", "image_size": prep.image_size,
+                    "seeds": int(len(done)), "duplicates": int(len(finished) - len(done)), "unfinished": int(len(runs) - len(finished)),
+                    "dice_3d_mean": stat("dice_3d", "mean"), "dice_3d_std": stat("dice_3d", "std"),
+                    "dice_2d_one_mean": stat("dice_2d_one", "mean"), "dice_2d_nan_mean": stat("dice_2d_nan", "mean"),
+                    "hd95_mean": stat("hd95_mm", "mean"), "epochs_mean": stat("epochs", "mean"),
+                    "ms_per_image_mean": stat("ms_per_image", "mean"), "ms_per_image_std": stat("ms_per_image", "std"),
+                    "paper": entry["value"] if entry else math.nan, "paper_label": entry["label"] if entry else "",
+                    "paper_table": entry["table"] if entry else "",
+                })
     return pd.DataFrame(out, columns=columns)
+
+
+def latest_per_seed(finished):
+    """The FINISHED runs of one row and preparation, one per seed: the latest by start time.
+
+    A seed is one sample of the spread over seeds; a second FINISHED run of the same seed (a run
+    repeated by hand, two reproductions into one store) is not a second sample, so it must not
+    count as one nor shrink the standard deviation. Runs without a seed tag cannot be told to be
+    repeats, so each is kept.
+    """
+    import pandas as pd
+
+    if not len(finished):
+        return finished
+    ordered = finished.assign(_start=pd.to_datetime(finished["start_time"], utc=True, errors="coerce"))
+    ordered = ordered.sort_values("_start", kind="stable", na_position="first")
+    seeded = ordered[ordered["seed"].notna()].drop_duplicates("seed", keep="last")
+    return pd.concat([seeded, ordered[ordered["seed"].isna()]]).drop(columns="_start")
+
+
+def duplicates_line(summary) -> str:
+    """The report's line on seeds that FINISHED more than once on one preparation ("" when none)."""
+    if summary is None or not len(summary) or not (summary["duplicates"] > 0).any():
+        return ""
+    rows = summary[summary["duplicates"] > 0]
+    named = [f"{'Table ' + r['table'] + ' ' if r['table'] else ''}{r['row']}"
+             + (f" ({r['preparation']})" if r["preparation"] else "") + f": {int(r['duplicates'])}" for _, r in rows.iterrows()]
+    return (f"Duplicate runs: {int(rows['duplicates'].sum())} FINISHED run(s) repeat a seed already run on the same "
+            f"preparation ({'; '.join(named)}). Each seed counts once: its latest run is the one averaged; all runs are "
+            "listed under Runs.")
 
 
 def _num(value: Any, digits: int) -> str:
@@ -298,25 +439,36 @@ def _table_heading(table: str) -> str:
     return f"Table {table}" + (f" (paper: {title})" if title else "")
 
 
+def _prep_cells(part) -> tuple[str, str, Callable[[Any], str]]:
+    """Header, separator and cell of the preparation column: present only when the summary holds several."""
+    if "preparation" in part and (part["preparation"].fillna("") != "").any():
+        return " preparation |", "---|", lambda r: f" {r['preparation']} |"
+    return "", "", lambda r: ""
+
+
 def summary_markdown(summary, table: str) -> str:
-    """The Markdown table of one table's rows of :func:`summarize`."""
+    """The Markdown table of one table's rows of :func:`summarize`.
+
+    A ``preparation`` column (the short fingerprint) follows ``row`` only when the table holds
+    several preparations, so the usual single-preparation report reads as before."""
     part = summary[summary["table"] == table]
+    head, sep, cell = _prep_cells(part)
     if table == "5":
-        partial = part[part["row"] == "partial"]
-        ours0 = float(partial["ms_per_image_mean"].iloc[0]) if len(partial) else math.nan
-        paper0 = float(partial["paper"].iloc[0]) if len(partial) else math.nan
-        lines = ["| row | seeds | ms/image (ours) | x partial (ours) | paper ms/batch | x partial (paper) | val 3D Dice |",
-                 "|---|---|---|---|---|---|---|"]
+        lines = [f"| row |{head} seeds | ms/image (ours) | x partial (ours) | paper ms/batch | x partial (paper) | val 3D Dice |",
+                 f"|---|{sep}---|---|---|---|---|---|"]
         for _, r in part.iterrows():
+            same = part[(part["row"] == "partial") & (part["fingerprint"] == r["fingerprint"]) & (part["dataset"] == r["dataset"])]
+            ours0 = float(same["ms_per_image_mean"].iloc[0]) if len(same) else math.nan  # the same preparation's partial
+            paper0 = float(same["paper"].iloc[0]) if len(same) else math.nan
             ratio = r["ms_per_image_mean"] / ours0 if ours0 and not _nan(ours0) else math.nan
             pratio = r["paper"] / paper0 if paper0 and not _nan(paper0) else math.nan
-            lines.append(f"| {r['row']} | {r['seeds']} | {_pm(r['ms_per_image_mean'], r['ms_per_image_std'], 1)} | "
+            lines.append(f"| {r['row']} |{cell(r)} {r['seeds']} | {_pm(r['ms_per_image_mean'], r['ms_per_image_std'], 1)} | "
                          f"{_num(ratio, 2)} | {_num(r['paper'], 0)} | {_num(pratio, 2)} | {_pm(r['dice_3d_mean'], r['dice_3d_std'], 3)} |")
         return "\n".join(lines)
-    lines = ["| row | seeds | val 3D Dice (ours) | paper | 2D Dice (empty=1) | 2D Dice (empty skipped) | HD95 mm | epochs | ms/image | not finished |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [f"| row |{head} seeds | val 3D Dice (ours) | paper | 2D Dice (empty=1) | 2D Dice (empty skipped) | HD95 mm | epochs | ms/image | not finished |",
+             f"|---|{sep}---|---|---|---|---|---|---|---|---|"]
     for _, r in part.iterrows():
-        lines.append(f"| {r['row']} | {r['seeds']} | {_pm(r['dice_3d_mean'], r['dice_3d_std'], 3)} | {_paper_cell(r)} | "
+        lines.append(f"| {r['row']} |{cell(r)} {r['seeds']} | {_pm(r['dice_3d_mean'], r['dice_3d_std'], 3)} | {_paper_cell(r)} | "
                      f"{_num(r['dice_2d_one_mean'], 3)} | {_num(r['dice_2d_nan_mean'], 3)} | {_num(r['hd95_mean'], 1)} | "
                      f"{_num(r['epochs_mean'], 0)} | {_pm(r['ms_per_image_mean'], r['ms_per_image_std'], 1)} | "
                      f"{r['unfinished'] or ''} |")
@@ -324,13 +476,19 @@ def summary_markdown(summary, table: str) -> str:
 
 
 def runs_markdown(frame) -> str:
-    """Every run, one line each: name, table and row, seed, status, best Dice, epochs, timing, output folder."""
-    lines = ["| run | table | row | seed | status | val 3D Dice | best epoch | epochs | ms/image | output folder |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for _, r in frame.iterrows():
+    """Every run, one line each: name, table and row, seed, status, best Dice, epochs, timing, output folder
+    (and its preparation when the runs hold several)."""
+    preps = preparations(frame)
+    labels = {p.key: p.label for p in preps} if len(preps) > 1 else {}
+    head, sep = (" preparation |", "---|") if labels else ("", "")
+    fps, names = _text(frame, "fingerprint"), _text(frame, "dataset")
+    lines = [f"| run | table | row |{head} seed | status | val 3D Dice | best epoch | epochs | ms/image | output folder |",
+             f"|---|---|---|{sep}---|---|---|---|---|---|---|"]
+    for i, (_, r) in enumerate(frame.iterrows()):
         seed = "" if _nan(r["seed"]) else str(int(r["seed"]))
         best = "" if _nan(r["best_epoch"]) else str(int(r["best_epoch"]))
-        lines.append(f"| {r['run_name']} | {r['table']} | {r['row']} | {seed} | {r['status']} | {_num(r['dice_3d'], 3)} | "
+        prep = f" {labels[(fps.iloc[i], names.iloc[i])]} |" if labels else ""
+        lines.append(f"| {r['run_name']} | {r['table']} | {r['row']} |{prep} {seed} | {r['status']} | {_num(r['dice_3d'], 3)} | "
                      f"{best} | {int(r['epochs']) if not _nan(r['epochs']) else ''} | {_num(r['ms_per_image'], 1)} | "
                      f"{r['output_dir']} |")
     return "\n".join(lines)
@@ -389,7 +547,9 @@ def write_report(
             from pipelines.reporting import overlays as ov
 
             def draw_overlays():
-                path, skipped = ov.overlay_figure(frame, out / "overlays.png", count=overlay_slices)
+                shown, skipped_preps = overlay_runs(frame)
+                notes.extend(skipped_preps)
+                path, skipped = ov.overlay_figure(shown, out / "overlays.png", count=overlay_slices)
                 notes.extend(skipped)
                 return path
 
@@ -400,6 +560,9 @@ def write_report(
     where = f"MLflow store `{runs.tracking_uri}`" + (f", experiment `{runs.experiment}`" if runs.experiment else "")
     finished = int((frame["status"] == "FINISHED").sum()) if len(frame) else 0
     lines += [f"{len(frame)} runs ({finished} finished) from the {where}.", ""]
+    for line in (preparations_line(frame), duplicates_line(summary)):
+        if line:
+            lines += [line, ""]
     if not len(frame):
         lines += ["No runs to report.", ""]
     for table in summary["table"].unique() if len(summary) else []:
@@ -432,6 +595,23 @@ def write_report(
     tmp.write_text("\n".join(lines), encoding="utf-8")
     tmp.replace(path)
     return path
+
+
+def overlay_runs(frame) -> tuple[Any, list[str]]:
+    """The runs the overlay figure may use, and a note when some preparations were left out.
+
+    The figure shows the slices of one prepared dataset segmented by each row's network; a
+    network trained on another preparation (another slice size, field of view) would be shown on
+    images it never saw. With several preparations, the one with the most FINISHED runs is drawn.
+    """
+    preps = preparations(frame)
+    if len(preps) < 2:
+        return frame, []
+    fps, names = _text(frame, "fingerprint"), _text(frame, "dataset")
+    done = frame["status"] == "FINISHED"
+    best = max(preps, key=lambda p: int((done & (fps == p.fingerprint) & (names == p.dataset)).sum()))
+    keep = (fps == best.fingerprint) & (names == best.dataset)
+    return frame[keep], [f"overlays show the runs of preparation {best.label} only ({len(preps) - 1} other preparation(s) left out)"]
 
 
 def console_table(summary) -> str:
@@ -495,6 +675,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     path = write_report(runs, out, title=args.title or f"Report of the MLflow experiment {args.experiment}",
                         overlays=not args.no_overlays, log=lambda line: print(f"note: {line}", file=sys.stderr))
     summary = summarize(runs.frame)
+    for line in (preparations_line(runs.frame), duplicates_line(summary)):
+        if line:
+            print(line + "\n")
     if len(summary):
         print(console_table(summary))
     print(f"\nReport: {path}\nRuns: {out / 'runs.csv'}  Summary: {out / 'summary.csv'}\nBrowse the runs: {tracking.ui_command(uri)}")

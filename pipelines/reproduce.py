@@ -25,7 +25,9 @@ The raw dataset is prepared once with ``python -m data_prep <dataset> --src RAW`
 
 Resuming: each (table, row, seed) has a key, ``<dataset>/t<table>/<row>/s<seed>``, stored in
 the MLflow tag ``wss.key`` of its run as soon as training starts. A second invocation with the
-same ``--out`` skips the keys whose run FINISHED, marks the interrupted ones (RUNNING, FAILED,
+same ``--out`` skips the keys whose run FINISHED on the same prepared dataset (its fingerprint,
+the runs' tag ``dataset_fingerprint``: a store shared with a reproduction of other preparation
+options holds the same keys, and those runs are left alone), marks the interrupted ones (RUNNING, FAILED,
 KILLED: tag ``wss.interrupted``; a RUNNING one is set to KILLED) and starts them again under a
 fresh run name (``...-a2``, ``-a3``). Runs die with this process (Linux ``PR_SET_PDEATHSIG``),
 so a killed reproduction leaves no training behind that could finish later, and a lock on
@@ -184,20 +186,65 @@ def plan_runs(
 # what MLflow already holds
 
 
+def _fingerprint(folder: Path) -> str | None:
+    """The fingerprint of the prepared dataset in ``folder``: :class:`wss_monai.data.prepared.PreparedDataset`'s.
+
+    The same value the bundle runs log as the tag ``dataset_fingerprint``, so a run can be told to
+    be of this preparation and not of another one with the same name (the same data prepared at
+    another size). Computed there, never here, so that both sides always agree. None while
+    ``PreparedDataset`` has no fingerprint: runs are then matched by their dataset folder alone.
+    """
+    from wss_monai.data.prepared import PreparedDataset
+
+    value = getattr(PreparedDataset(folder), "fingerprint", None)
+    return str(value) if value else None
+
+
+def same_preparation(run, fingerprint: str | None, folder: Path) -> bool:
+    """Whether an MLflow run trained on the prepared dataset ``folder`` whose fingerprint is ``fingerprint``.
+
+    Keys name a dataset (``acdc/t1/individual/s0``), not a preparation of it: a store shared by
+    two reproductions (one at 256 pixels, one at 64) holds runs with the same keys, and a run of
+    the other one must count neither as done nor as ours to restart. By the run's fingerprint
+    tag when both are known; else (runs logged before fingerprints) by the dataset folder the run
+    logged as a param; a run that logged neither (killed as it was created) is taken by its key.
+    """
+    from pipelines.report import FINGERPRINT_TAG
+
+    tagged = run.data.tags.get(FINGERPRINT_TAG) or run.data.params.get(FINGERPRINT_TAG) or ""
+    if tagged and fingerprint:
+        return tagged == fingerprint
+    where = run.data.params.get("resolved.dataset_dir") or run.data.params.get("dataset_dir")
+    if where:
+        return Path(where).resolve() == Path(folder).resolve()
+    return not tagged
+
+
 @dataclass
 class Reconciled:
-    """The plan against MLflow: ``todo`` (planned run, run name) to start, ``done`` keys, ``marked`` interrupted runs."""
+    """The plan against MLflow: ``todo`` (planned run, run name) to start, ``done`` keys, ``marked`` interrupted
+    runs, ``foreign`` runs of other preparations that carry one of the plan's keys (left alone), and
+    ``fingerprints`` (prepared folder -> its fingerprint, None when unknown)."""
 
     todo: list[tuple[PlannedRun, str]]
     done: dict[str, str]
     marked: list[str]
+    foreign: list[str] = field(default_factory=list)
+    fingerprints: dict[Path, str | None] = field(default_factory=dict)
+
+    def belongs(self, run, plan: Sequence[PlannedRun]) -> bool:
+        """Whether ``run`` is one of ``plan``'s keys on the plan's own preparation (for the report)."""
+        item = next((p for p in plan if p.key == run.data.tags.get(TAG_KEY)), None)
+        return item is not None and same_preparation(run, self.fingerprints.get(item.prepared), item.prepared)
 
 
 def reconcile(plan: Sequence[PlannedRun], tracking_uri: str, experiment: str, out_dir: Path) -> Reconciled:
     """Skip the keys already FINISHED; mark the interrupted runs and give their keys a fresh run name.
 
     A run belongs to a key by its tag ``wss.key``, or, for a run killed in the instant between
-    its creation and its tags, by its run name (``<base name>`` or ``<base name>-a<k>``).
+    its creation and its tags, by its run name (``<base name>`` or ``<base name>-a<k>``); and
+    only if it trained on the key's own prepared dataset (:func:`same_preparation`): a run of the
+    same key on another preparation is neither done nor restarted, only listed in ``foreign``.
     """
     from mlflow import MlflowClient
 
@@ -212,6 +259,12 @@ def reconcile(plan: Sequence[PlannedRun], tracking_uri: str, experiment: str, ou
             token = page.token
             if not token:
                 break
+    fingerprints: dict[Path, str | None] = {}
+    for item in plan:
+        if item.prepared not in fingerprints:
+            fingerprints[item.prepared] = _fingerprint(item.prepared)
+    items = {item.key: item for item in plan}
+    foreign: list[str] = []
     by_name = {item.base_name: item.key for item in plan}
     taken = {r.info.run_name for r in runs}
     by_key: dict[str, list] = {item.key: [] for item in plan}
@@ -221,7 +274,11 @@ def reconcile(plan: Sequence[PlannedRun], tracking_uri: str, experiment: str, ou
             retry = re.match(r"^(.*)-a\d+$", run.info.run_name or "")
             key = by_name.get(run.info.run_name) or (by_name.get(retry.group(1)) if retry else None)
         if key in by_key:
-            by_key[key].append(run)
+            item = items[key]
+            if same_preparation(run, fingerprints[item.prepared], item.prepared):
+                by_key[key].append(run)
+            else:
+                foreign.append(run.info.run_name)
     todo, done, marked = [], {}, []
     for item in plan:
         found = by_key[item.key]
@@ -245,7 +302,7 @@ def reconcile(plan: Sequence[PlannedRun], tracking_uri: str, experiment: str, ou
             name = f"{item.base_name}-a{attempt}"
         taken.add(name)
         todo.append((item, name))
-    return Reconciled(todo=todo, done=done, marked=marked)
+    return Reconciled(todo=todo, done=done, marked=marked, foreign=foreign, fingerprints=fingerprints)
 
 
 # --------------------------------------------------------------------------------------------
@@ -456,7 +513,9 @@ def _run(args: argparse.Namespace, out: Path, tables: list[str], hybrid_n: list[
     state = reconcile(plan, uri, experiment, out)
     say(f"{len(plan)} runs planned ({len(tables)} table(s) x rows x {args.seeds} seed(s)) in experiment {experiment!r} of {uri}: "
         f"{len(state.done)} already finished, {len(state.todo)} to run"
-        + (f"; {len(state.marked)} interrupted run(s) marked and restarted: {', '.join(state.marked)}" if state.marked else ""))
+        + (f"; {len(state.marked)} interrupted run(s) marked and restarted: {', '.join(state.marked)}" if state.marked else "")
+        + (f"; {len(state.foreign)} run(s) with the same keys trained on another preparation of the data, left alone"
+           if state.foreign else ""))
     threads = args.threads or (1 if args.parallel > 1 else None)
     seconds = 60.0 * args.minutes_per_run if args.minutes_per_run else None
     jobs = []
@@ -487,7 +546,7 @@ def _run(args: argparse.Namespace, out: Path, tables: list[str], hybrid_n: list[
     finally:
         bar.close()
     keys = {item.key for item in plan}
-    runs = report.collect(experiment, uri, where=lambda run: run.data.tags.get(TAG_KEY) in keys)
+    runs = report.collect(experiment, uri, where=lambda run: state.belongs(run, plan))
     finished = set(runs.frame.loc[runs.frame["status"] == "FINISHED", "key"])
     budget = (f"{args.minutes_per_run:g} min per run" if args.minutes_per_run else "no time budget") + (
         f", at most {args.epochs} epochs" if args.epochs else ", the bundles' default epochs")

@@ -8,8 +8,8 @@ Example::
 
     >>> paper_value("1", "acdc", "individual")["value"]
     0.8708
-    >>> dataset_key("acdc-lv"), dataset_key("vertebral")
-    ('acdc', 'vertebral')
+    >>> dataset_key("acdc-lv"), dataset_key("vertebral-vb"), dataset_key("acdc-rv")
+    ('acdc', 'vertebral', None)
 """
 
 from __future__ import annotations
@@ -34,10 +34,19 @@ def load() -> dict[str, Any]:
 
 
 def dataset_key(name: str | None) -> str | None:
-    """The papers' dataset of a prepared dataset's name (``acdc-lv`` -> ``acdc``), or None."""
-    text = str(name or "").lower()
-    for key in ("acdc", "vertebral", "promise12"):
-        if text.startswith(key) or text.startswith(key.rstrip("0123456789")):
+    """The papers' dataset a prepared dataset's name stands for (``acdc-lv`` -> ``acdc``), or None.
+
+    Only the names ``paper_numbers.json`` lists under ``datasets.<key>.names`` match, exactly
+    (case aside): the papers measured the left ventricle of ACDC, so a dataset that merely
+    starts with ``acdc`` (``acdc-rv``, ``acdc-myo-lv``, a custom ``acdc-test``) must not be shown
+    beside the LV numbers. A name matched nothing: no paper value, an empty cell.
+    """
+    text = str(name or "").strip().lower()
+    if not text:
+        return None
+    for key, entry in load()["datasets"].items():
+        names = entry.get("names", []) if isinstance(entry, dict) else []
+        if text in (str(n).lower() for n in names):
             return key
     return None
 

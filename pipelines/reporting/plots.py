@@ -59,7 +59,8 @@ def plot_dice(summary, path: str | Path) -> str | None:
             if _finite(ok):
                 ax.text(min(value, 0.98) + 0.01, y - 0.2, f"{value:.3f}", va="center", fontsize=7, color="0.3")
         ax.set_yticks(ys)
-        ax.set_yticklabels(list(part["row"]), fontsize=8)
+        preps = part["preparation"].fillna("") if "preparation" in part else [""] * len(part)
+        ax.set_yticklabels([f"{row} [{prep}]" if prep else row for row, prep in zip(part["row"], preps)], fontsize=8)
         ax.set_xlim(0, 1.1)
         ax.set_xlabel("validation 3D Dice")
         ax.set_title(_title(table), fontsize=9)

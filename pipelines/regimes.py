@@ -20,7 +20,7 @@ that started it (Linux ``PR_SET_PDEATHSIG``), so a killed pipeline leaves no tra
 
 The wall-clock budget: the bundle's own ``train.json`` plus a small overlay config (written to
 ``DIR/configs/time_budget.json``) that appends one handler, :class:`TimeBudget`, to the trainer's
-handler list. It measures each epoch (training alone, and with validation) and ends training
+handler list. It measures each epoch and ends training
 at the end of the last epoch that fits before the deadline, so every regime gets the same wall
 time, start-up included; the number of epochs each regime reached is in the table. ``--epochs``
 caps the epochs as well.
@@ -89,6 +89,7 @@ TIME_BUDGET_CONFIG: dict[str, Any] = {
     "time_budget_deadline": None,
     "time_budget_reserve": FINALIZE_RESERVE_S,
     "time_budget_tags": None,
+    "log_model": False,  # the export takes seconds the wall-clock budget keeps for training; the checkpoint is kept
     "+train#handlers": [
         {
             "_target_": "pipelines.regimes.TimeBudget",
@@ -130,16 +131,15 @@ LEGEND = (
 
 
 class TimeBudget:
-    """Ignite handler: time each training epoch and stop before a wall-clock deadline.
+    """Ignite handler: stop training before a wall-clock deadline.
 
-    Per epoch it measures the training time alone (epoch start to its last iteration: data
-    loading, forward, loss, backward, optimizer step; validation excluded) and the whole epoch
-    (validation, checkpoints and logging included), and logs ``time_train_s``,
-    ``time_train_images`` and ``time_epoch_s`` to the run's MLflow run (step = epoch). When a
-    ``deadline`` (a Unix time) is set, it ends training at the end of an epoch when another epoch,
+    It measures each whole epoch (validation, checkpoints and logging included) and, when a
+    ``deadline`` (a Unix time) is set, ends training at the end of an epoch when another epoch,
     as long as the longest of the last three plus 10%, would not finish ``reserve_s`` seconds
-    before the deadline. Attach it after the bundle's own handlers (it needs the MLflow run the
-    bundle's ``MLflowTracker`` starts).
+    before the deadline. The time metrics of the run (``time_train_s``, ``time_train_images``,
+    ``time_per_epoch_s``, ``ms_per_image``) are logged by the bundle's own ``MLflowTracker``, for
+    every run, not only those of the pipelines. Attach it after the bundle's own handlers (it
+    needs the MLflow run the bundle's ``MLflowTracker`` starts).
 
     When training starts it also sets ``tags`` on the run: the pipelines store there the key of
     each (table, row, seed) so that a killed reproduction finds what is already done. They are
@@ -161,19 +161,15 @@ class TimeBudget:
             tags = json.loads(tags) if tags.strip() else None
         self.tags = {str(k): str(v) for k, v in dict(tags or {}).items()}
         self.epoch_seconds: list[float] = []
-        self.train_seconds: list[float] = []
-        self.images: list[int] = []
         self.stopped_early = False
         self._run = None
-        self._t0 = self._last = 0.0
-        self._count = 0
+        self._t0 = 0.0
 
     def attach(self, engine) -> None:
         from ignite.engine import Events
 
         engine.add_event_handler(Events.STARTED, self._started)
         engine.add_event_handler(Events.EPOCH_STARTED, self._epoch_started)
-        engine.add_event_handler(Events.ITERATION_COMPLETED, self._iteration_completed)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self._epoch_completed)
 
     def _started(self, engine) -> None:
@@ -184,14 +180,7 @@ class TimeBudget:
             run.set_tags(self.tags)  # no try: a run the pipeline cannot find again must not go unnoticed
 
     def _epoch_started(self, engine) -> None:
-        self._t0 = self._last = time.perf_counter()
-        self._count = 0
-
-    def _iteration_completed(self, engine) -> None:
-        self._last = time.perf_counter()
-        batch = engine.state.batch
-        image = batch.get("image") if isinstance(batch, Mapping) else None
-        self._count += int(image.shape[0]) if hasattr(image, "shape") else 0
+        self._t0 = time.perf_counter()
 
     def _mlflow_run(self):
         if self._run is None and self.output_dir:
@@ -206,17 +195,7 @@ class TimeBudget:
         return self._run
 
     def _epoch_completed(self, engine) -> None:
-        now = time.perf_counter()
-        self.train_seconds.append(self._last - self._t0)
-        self.epoch_seconds.append(now - self._t0)
-        self.images.append(self._count)
-        run = self._mlflow_run()
-        if run is not None:
-            try:
-                run.log_metrics({"time_train_s": self.train_seconds[-1], "time_train_images": float(self._count),
-                                 "time_epoch_s": self.epoch_seconds[-1]}, epoch=engine.state.epoch)
-            except Exception:  # timing is a by-product: never break training for it
-                pass
+        self.epoch_seconds.append(time.perf_counter() - self._t0)
         if self.deadline is None or engine.state.epoch >= (engine.state.max_epochs or 0):
             return
         need = 1.1 * max(self.epoch_seconds[-3:])
@@ -632,7 +611,7 @@ def read_results(runs: Sequence[Mapping[str, Any]], tracking_uri: str) -> "panda
     Scores are those of the best epoch by validation 3D Dice (the checkpoint the bundle keeps):
     ``dice_3d``, ``dice_2d_one`` / ``dice_2d_nan`` (2D Dice with an empty-vs-empty slice scored 1,
     or left out), ``hd95_mm``. ``epochs`` is the number of epochs run; ``train_s`` the training
-    time summed over epochs (validation excluded, as logged by :class:`TimeBudget`);
+    time summed over epochs (validation excluded, as the bundle's ``MLflowTracker`` logs it);
     ``ms_per_image`` = ``train_s`` / training images seen; ``wall_s`` the whole process;
     ``fingerprint`` the prepared dataset's (tag ``dataset_fingerprint``, blank for a run without
     it), so that a row is never read as comparable with a run on another preparation. The

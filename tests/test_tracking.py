@@ -146,7 +146,8 @@ def test_log_a_run_to_sqlite_and_read_it_back(tmp_path):
     curve.write_bytes(b"png")
     config = {"regime": "individual", "optimizer": {"lr": 5e-4}, "loss/size": {"weight": 0.01}, "long": "z" * 7000}
 
-    with tracked_run("acdc-lv", regime="individual", seed=0, tracking_uri=uri, config=config) as run:
+    params = {"optimizer": config["optimizer"], "loss/size": config["loss/size"], "long": config["long"]}  # what runs are compared on
+    with tracked_run("acdc-lv", regime="individual", seed=0, tracking_uri=uri, config=config, params=params) as run:
         for epoch, (loss, dice) in enumerate([(0.9, 0.2), (0.5, 0.7), (0.4, 0.6)]):
             run.log_metrics({"train_loss": loss, "val_dice_3d_mean": dice, "hd95_lv": math.nan}, epoch=epoch)
         run.log_artifacts(curve, ckpt, artifact_path="outputs")
@@ -162,6 +163,7 @@ def test_log_a_run_to_sqlite_and_read_it_back(tmp_path):
     assert first["regime"] == "individual" and first["seed"] == "0"
     assert first["run_name"].startswith("individual-s0-")
     assert first["params.optimizer.lr"] == "0.0005" and first["params.loss/size.weight"] == "0.01"
+    assert "params.regime" not in first  # the config itself is an artifact, not params
     assert "truncated 7000 chars" in first["params.long"]
     assert first["metrics.train_loss"] == pytest.approx(0.4)  # latest epoch
     assert first["best.val_dice_3d_mean"] == pytest.approx(0.7) and first["best_epoch.val_dice_3d_mean"] == 1
@@ -215,7 +217,7 @@ def test_local_server_logs_serves_rest_and_stops(tmp_path):
         assert cmdline[cmdline.index(b"--host") + 1] == b"127.0.0.1"  # never 0.0.0.0 unless asked
 
         with tracked_run("promise12-prostate", regime="common", seed=1, tracking_uri=server.url) as run:
-            run.log_config({"optimizer": {"lr": 5e-4}})
+            run.log_config({"optimizer": {"lr": 5e-4}}, params={"learning_rate": 5e-4})
             run.log_metrics({"val_dice_3d_mean": 0.8}, epoch=0)
             run.log_metrics({"val_dice_3d_mean": 0.85}, epoch=1)
 
@@ -227,7 +229,7 @@ def test_local_server_logs_serves_rest_and_stops(tmp_path):
         assert [r["info"]["run_id"] for r in found] == [run.run_id]
         got = server.api(f"/api/2.0/mlflow/runs/get?run_id={run.run_id}")["run"]
         assert got["info"]["run_name"] == run.run_name and got["info"]["status"] == "FINISHED"
-        assert {p["key"]: p["value"] for p in got["data"]["params"]} == {"optimizer.lr": "0.0005"}
+        assert {p["key"]: p["value"] for p in got["data"]["params"]} == {"learning_rate": "0.0005"}  # the config is not flattened
         assert {m["key"]: m["value"] for m in got["data"]["metrics"]} == {"val_dice_3d_mean": 0.85}
         assert runs_dataframe("promise12-prostate", server.url)["run_id"].tolist() == [run.run_id]
         assert any((tmp_path / "art").rglob("config.json"))  # artifacts went through the server

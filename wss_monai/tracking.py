@@ -6,14 +6,19 @@ Conventions (README.md, "Tracking with MLflow"):
   (MLflow 3 refuses its old file store); a server URL (``http://host:port``) works the same way;
 - one experiment per dataset and target (``acdc-lv``), one run per training, named after its
   regime and seed plus a unique suffix (MLflow otherwise resumes an unfinished run of that name);
-- params are the whole resolved config, flattened (``optimizer.lr``) and cut to MLflow's limits;
-  metrics are logged per epoch (step = epoch); artifacts are files and folders.
+- params are the few values runs are compared on (regime, loss weights, learning rate, dataset
+  fingerprint...: one screen of the runs table); the whole resolved config is the artifact
+  ``config.json``; metrics are logged per epoch (step = epoch); artifacts are files and folders;
+- the data a run trained on is an MLflow dataset input (:meth:`TrackedRun.log_dataset`), the best
+  network an MLflow model (:meth:`TrackedRun.log_model`);
+- experiments are tagged as model-training experiments (:data:`EXPERIMENT_KIND_TAG`), so that
+  the MLflow 3 UI opens them on runs, not on its GenAI pages.
 
 Example::
 
     from wss_monai import tracking
 
-    with tracking.tracked_run("acdc-lv", regime="individual", seed=0, config=cfg) as run:
+    with tracking.tracked_run("acdc-lv", regime="individual", seed=0, config=cfg, params={"lr": 5e-4}) as run:
         for epoch in range(epochs):
             run.log_metrics({"train_loss": loss, "val_dice_3d_mean": dice}, epoch=epoch)
         run.log_artifacts("checkpoints/best.pt", "dice_curves.png")
@@ -68,6 +73,8 @@ __all__ = [
     "unique_run_name",
     "flatten_config",
     "metric_key",
+    "EXPERIMENT_KIND_TAG",
+    "TRAINING_EXPERIMENT_KIND",
     "TrackedRun",
     "start_run",
     "tracked_run",
@@ -93,6 +100,13 @@ DEFAULT_ARTIFACTS_DIR = "mlartifacts"
 # here so that flattening a config does not import MLflow; the tests check they still agree.
 MAX_PARAM_VALUE_LENGTH = 6000
 MAX_KEY_LENGTH = 250
+
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+"""Experiment tag by which the MLflow 3 UI chooses its view (its values are in the UI bundle, not in the Python API)."""
+
+TRAINING_EXPERIMENT_KIND = "custom_model_development"
+"""The value of :data:`EXPERIMENT_KIND_TAG` that opens an experiment on its runs and training charts
+(the other choice, ``genai_development``, opens on traces and evaluations)."""
 
 _SQL_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 _REMOTE_SCHEMES = ("http", "https", "databricks", "databricks-uc")
@@ -322,11 +336,26 @@ def store_client(tracking_uri: str):
     return client
 
 
+def _mark_training_experiment(client, experiment) -> None:
+    """Tag ``experiment`` as a model-training one (:data:`EXPERIMENT_KIND_TAG`) unless it already has a kind.
+
+    Without the tag, MLflow 3.x opens an experiment on its GenAI landing page and the runs, their
+    Dice and their charts are one click away. A kind a user chose (in the UI or by hand) is kept.
+    """
+    if (experiment.tags or {}).get(EXPERIMENT_KIND_TAG):
+        return
+    try:
+        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, TRAINING_EXPERIMENT_KIND)
+    except Exception as err:  # a read-only or older store: the UI's default view, nothing lost
+        logger.warning(f"could not tag experiment {experiment.name!r} as a training experiment: {_first_line(err)}")
+
+
 def _get_or_create_experiment(client, name: str, tracking_uri: str) -> str:
     from mlflow.exceptions import MlflowException
 
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
+        _mark_training_experiment(client, experiment)
         return experiment.experiment_id
     artifact_location = None
     db = _sqlite_path(tracking_uri)
@@ -334,12 +363,14 @@ def _get_or_create_experiment(client, name: str, tracking_uri: str) -> str:
         # beside the database, not in "./mlruns" of whatever folder this process runs in
         artifact_location = (db.parent / DEFAULT_ARTIFACTS_DIR / _slug(name)).as_uri()
     try:
-        return client.create_experiment(name, artifact_location=artifact_location)
+        return client.create_experiment(name, artifact_location=artifact_location,
+                                        tags={EXPERIMENT_KIND_TAG: TRAINING_EXPERIMENT_KIND})
     except MlflowException:
         # another process created it between our two calls
         experiment = client.get_experiment_by_name(name)
         if experiment is None:
             raise
+        _mark_training_experiment(client, experiment)
         return experiment.experiment_id
 
 
@@ -367,19 +398,94 @@ class TrackedRun:
         flat = flatten_config(dict(params))
         self.client.log_batch(self.run_id, params=[Param(k, v) for k, v in flat.items()])
 
-    def log_config(self, config: Mapping[str, Any], artifact_file: str = "config.json") -> dict[str, str]:
-        """Log the flattened config as params and the full config as a JSON artifact.
+    def log_config(self, config: Mapping[str, Any], artifact_file: str = "config.json",
+                   params: Mapping[str, Any] | None = None) -> dict[str, str]:
+        """Log the full config as a JSON artifact and ``params`` (the values runs are compared on) as params.
+
+        The config is not flattened into params: a bundle config gives some 200 of them (its
+        ``imports`` first), which buries the scores under columns in the UI's runs table.
 
         Returns:
-            the params as logged.
+            the params as logged (made MLflow-safe as in :func:`flatten_config`).
         """
         from mlflow.entities import Param
 
-        flat = flatten_config(config)
-        self.client.log_batch(self.run_id, params=[Param(k, v) for k, v in flat.items()])
+        flat = flatten_config(dict(params or {}))
+        if flat:
+            self.client.log_batch(self.run_id, params=[Param(k, v) for k, v in flat.items()])
         if artifact_file:
             self.client.log_text(self.run_id, json.dumps(config, indent=2, default=str), artifact_file)
         return flat
+
+    def log_dataset(self, name: str, digest: str, source: str | os.PathLike, context: str = "training") -> None:
+        """Record the data the run used as an MLflow dataset input (the UI's Dataset column).
+
+        The dataset is described, not uploaded: ``name`` (e.g. ``acdc-lv``), ``digest`` (what tells
+        two preparations of one dataset apart: :attr:`wss_monai.data.PreparedDataset.fingerprint`)
+        and ``source``, the folder it was read from (an MLflow local source). ``context`` becomes
+        the input tag ``mlflow.data.context``.
+        """
+        from mlflow.data.meta_dataset import MetaDataset
+        from mlflow.data.sources import LocalArtifactDatasetSource
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+        described = MetaDataset(LocalArtifactDatasetSource(str(source)), name=str(name), digest=str(digest)).to_dict()
+        entity = Dataset(name=described["name"], digest=described["digest"], source_type=described["source_type"],
+                         source=described["source"])
+        self.client.log_inputs(self.run_id, datasets=[DatasetInput(entity, tags=[InputTag(MLFLOW_DATASET_CONTEXT, str(context))])])
+
+    def log_model(self, network, input_example, *, name: str = "model", extra_files: Sequence[str | os.PathLike] = (),
+                  registered_model_name: str | None = None) -> str:
+        """Log a PyTorch network as an MLflow model of this run (the UI's "Logged models"); returns its ``models:/`` URI.
+
+        The network is saved as ``torch.export``'s ``pt2`` archive (MLflow's
+        ``serialization_format="pt2"``): loading it back with ``mlflow.pytorch.load_model``
+        rebuilds the traced graph without unpickling code, and MLflow checks the archive is free
+        of pickles first. The export traces the network on ``input_example`` (a float32 array,
+        e.g. one slice ``(1, 1, H, W)``), which is also stored with the model, with the signature
+        inferred from it and the network's output. ``extra_files`` are copied into the model
+        (``extra_files/`` of its artifacts). The requirements are given (torch), not inferred:
+        MLflow would otherwise load the model in a subprocess to find them, and would validate the
+        input example by loading it again; both cost seconds per run for nothing this library
+        needs. ``registered_model_name`` also registers it (a new version under that name).
+
+        MLflow logs models through its process-wide tracking URI: it is pointed at this run's
+        store for the call and put back after.
+        """
+        import mlflow
+        import numpy as np
+        import torch
+        from mlflow.models import infer_signature
+
+        example = np.ascontiguousarray(np.asarray(input_example, dtype=np.float32))
+        network = network.eval()
+        with torch.no_grad():
+            output = network(torch.from_numpy(example)).detach().cpu().numpy()
+        signature = infer_signature(example, output)
+        # made here, in the run's experiment: MLflow would put it in the process's active experiment
+        experiment_id = self.experiment_id or self.client.get_run(self.run_id).info.experiment_id
+        params = self.client.get_run(self.run_id).data.params
+        model = self.client.create_logged_model(experiment_id, name=name, source_run_id=self.run_id, params=params)
+        previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
+        mlflow.set_tracking_uri(self.tracking_uri)
+        try:
+            info = mlflow.pytorch.log_model(
+                network,
+                name=name,
+                model_id=model.model_id,
+                run_id=self.run_id,
+                signature=signature,
+                input_example=example,
+                serialization_format="pt2",
+                extra_files=[str(f) for f in extra_files] or None,
+                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+                registered_model_name=registered_model_name,
+                validate_serving_input=False,
+            )
+        finally:
+            mlflow.set_tracking_uri(previous)
+        return info.model_uri
 
     def log_metrics(self, metrics: Mapping[str, float], epoch: int | None = None) -> None:
         """Log scalar metrics for one epoch (MLflow step = ``epoch``); NaN is kept (MLflow stores it).
@@ -427,6 +533,7 @@ def start_run(
     run_name: str | None = None,
     config: Mapping[str, Any] | None = None,
     tags: Mapping[str, Any] | None = None,
+    params: Mapping[str, Any] | None = None,
 ) -> TrackedRun:
     """Create a run in ``experiment`` (created if needed) and return it, running.
 
@@ -436,8 +543,9 @@ def start_run(
         seed: the run's seed.
         tracking_uri: see :func:`resolve_tracking_uri`; None = SQLite in the cwd.
         run_name: defaults to :func:`unique_run_name`; give a unique one if you pass it.
-        config: resolved config, logged with :meth:`TrackedRun.log_config`.
+        config: resolved config, logged with :meth:`TrackedRun.log_config` (the artifact ``config.json``).
         tags: extra tags; ``regime`` and ``seed`` are always set.
+        params: the values runs are compared on, logged as params (keep them to one screen).
     """
     uri = resolve_tracking_uri(tracking_uri)
     client = store_client(uri)
@@ -446,9 +554,9 @@ def start_run(
     all_tags = {"regime": regime, **({"seed": str(seed)} if seed is not None else {}), **(tags or {})}
     run = client.create_run(experiment_id, run_name=name, tags={metric_key(k): str(v) for k, v in all_tags.items()})
     tracked = TrackedRun(run.info.run_id, uri, experiment_id, name, client)
-    if config is not None:
+    if config is not None or params:
         try:
-            tracked.log_config(config)
+            tracked.log_config(config or {}, artifact_file="config.json" if config is not None else "", params=params)
         except BaseException:
             tracked.finish("FAILED")  # never leave a RUNNING run behind
             raise
@@ -518,9 +626,12 @@ class FallbackJournal:
 
     One operation per line, flushed and fsynced as it is written, so a killed process loses at
     most the line it was writing (a torn last line is skipped on reading). Operations: ``run``
-    (which run the following lines belong to), ``config``, ``params``, ``metrics`` (with step
-    and timestamp), ``tags``, ``artifacts`` (paths of local files), ``status``; and ``synced``,
-    written by :func:`sync_fallback`, marking everything above it as sent to a store.
+    (which run the following lines belong to), ``config`` (the config and the params), ``params``,
+    ``metrics`` (with step and timestamp), ``tags``, ``artifacts`` (paths of local files),
+    ``dataset`` (a dataset input: name, digest, source, context), ``status``; ``skipped``, what
+    could not be kept (an MLflow model: the journal holds no models; the sync summary repeats the
+    note); and ``synced``, written by :func:`sync_fallback`, marking everything above it as sent
+    to a store.
     """
 
     def __init__(self, path: str | os.PathLike) -> None:
@@ -578,7 +689,8 @@ class ResilientRun:
     """An MLflow run that never stops a training: what the store cannot take goes to a journal.
 
     Made by :meth:`start`; it has the methods of :class:`TrackedRun` (``log_config``,
-    ``log_params``, ``log_metrics``, ``log_artifacts``, ``set_tags``, ``finish``). Before each
+    ``log_params``, ``log_metrics``, ``log_artifacts``, ``log_dataset``, ``log_model``,
+    ``set_tags``, ``finish``); a model is never journalled (offline it is skipped with a note). Before each
     operation on an HTTP server, :func:`reachable` asks ``/health`` (instant when nobody
     listens). When the server does not answer, or an operation fails, the run goes *offline*
     for the rest of the process: one warning names the journal (``mlflow_fallback.jsonl`` in the
@@ -625,11 +737,12 @@ class ResilientRun:
         run_name: str | None = None,
         config: Mapping[str, Any] | None = None,
         tags: Mapping[str, Any] | None = None,
+        params: Mapping[str, Any] | None = None,
         fallback: str | os.PathLike,
         resume: bool = False,
         resume_run_id: str | None = None,
     ) -> "ResilientRun":
-        """Create the run and log ``config``; or, with ``resume``, reopen ``resume_run_id`` (status RUNNING).
+        """Create the run and log ``config`` (artifact) and ``params``; or, with ``resume``, reopen ``resume_run_id`` (status RUNNING).
 
         A resumed run logs no params (they are the first start's). Its journal, when it still
         holds unsynced operations, keeps it offline; a resumed run whose id the store does not
@@ -669,14 +782,14 @@ class ResilientRun:
             except Exception as err:
                 ok, reason = False, _first_line(err)
         if self.run is not None:
-            if config is not None:
-                self.log_config(config)  # goes to the journal if the store fails now
+            if config is not None or params:
+                self.log_config(config or {}, params=params)  # goes to the journal if the store fails now
             return self
         self._go_offline(reason, run_id=resume_run_id if resume else None)
         if resume and resume_run_id:
             self.journal.append({"op": "status", "status": "RUNNING", "time": now()})
-        elif config is not None:
-            self.journal.append({"op": "config", "config": _jsonable(config)})
+        elif config is not None or params:
+            self.journal.append({"op": "config", "config": _jsonable(config or {}), "params": _jsonable(params or {})})
         return self
 
     # ----------------------------------------------------------------------------------------
@@ -713,8 +826,38 @@ class ResilientRun:
             self._go_offline(reason)
         self.journal.append(op)
 
-    def log_config(self, config: Mapping[str, Any], artifact_file: str = "config.json") -> None:
-        self._do({"op": "config", "config": _jsonable(config)}, lambda run: run.log_config(config, artifact_file))
+    def log_config(self, config: Mapping[str, Any], artifact_file: str = "config.json",
+                   params: Mapping[str, Any] | None = None) -> None:
+        op = {"op": "config", "config": _jsonable(config), "params": _jsonable(params or {})}
+        self._do(op, lambda run: run.log_config(config, artifact_file, params=params))
+
+    def log_dataset(self, name: str, digest: str, source: str | os.PathLike, context: str = "training") -> None:
+        """:meth:`TrackedRun.log_dataset`; offline it is journalled and sent by :func:`sync_fallback`."""
+        op = {"op": "dataset", "name": str(name), "digest": str(digest), "source": str(source), "context": str(context)}
+        self._do(op, lambda run: run.log_dataset(name, digest, source, context))
+
+    def log_model(self, network, input_example, *, name: str = "model", extra_files: Sequence[str | os.PathLike] = (),
+                  registered_model_name: str | None = None, fallback_note: str = "") -> str | None:
+        """:meth:`TrackedRun.log_model`, or None when it cannot be done.
+
+        Offline the model is skipped: the journal holds operations, not models. A ``skipped``
+        line records it (with ``fallback_note``, e.g. where the checkpoint is) and the sync summary
+        repeats it. A model that cannot be exported or logged while the store answers is a
+        warning, not a reason to go offline: the run's other records still go to the store.
+        """
+        if not self.offline and self.run is not None:
+            ok, reason = reachable(self.tracking_uri)
+            if ok:
+                try:
+                    return self.run.log_model(network, input_example, name=name, extra_files=extra_files,
+                                              registered_model_name=registered_model_name)
+                except Exception as err:
+                    logger.warning(f"could not log the model {name!r} to MLflow ({_first_line(err)}); {fallback_note}".rstrip("; "))
+                    return None
+            self._go_offline(reason)
+        self.journal.append({"op": "skipped", "what": f"model {name!r}", "note": fallback_note,
+                             "reason": "the fallback journal holds no models", "time": int(time.time() * 1000)})
+        return None
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         self._do({"op": "params", "params": _jsonable(params)}, lambda run: run.log_params(params))
@@ -781,16 +924,21 @@ class SyncResult:
     params: int = 0
     tags: int = 0
     artifacts: int = 0
+    datasets: int = 0
     missing: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         if not self.operations and not self.created:
             return f"nothing to sync: run {self.run_name!r} ({self.run_id}) in {self.tracking_uri} already has everything"
         how = "created" if self.created else "existing"
         text = (f"synced {self.operations} operations to {how} run {self.run_name!r} ({self.run_id}) in {self.tracking_uri}: "
-                f"{self.metrics} metric values, {self.params} params, {self.tags} tags, {self.artifacts} artifacts")
+                f"{self.metrics} metric values, {self.params} params, {self.tags} tags, {self.artifacts} artifacts, "
+                f"{self.datasets} dataset inputs")
         if self.missing:
             text += f"; {len(self.missing)} artifact file(s) no longer exist: {', '.join(self.missing)}"
+        if self.skipped:
+            text += "; not in the journal, so not synced: " + "; ".join(self.skipped)
         return text
 
 
@@ -850,7 +998,13 @@ def sync_fallback(source: str | os.PathLike, to: str | None = None) -> SyncResul
     for entry in todo:
         op = entry["op"]
         if op == "config":
-            result.params += len(run.log_config(entry["config"]))
+            result.params += len(run.log_config(entry["config"], params=entry.get("params")))
+        elif op == "dataset":
+            run.log_dataset(entry["name"], entry["digest"], entry["source"], entry.get("context") or "training")
+            result.datasets += 1
+        elif op == "skipped":
+            note = f"{entry.get('what', 'an operation')} ({entry.get('reason', 'not journalled')})"
+            result.skipped.append(f"{note}: {entry['note']}" if entry.get("note") else note)
         elif op == "params":
             run.log_params(entry["params"])
             result.params += len(entry["params"])

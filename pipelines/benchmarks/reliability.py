@@ -306,7 +306,7 @@ def _synced_check(url: str, name: str, out: Path) -> tuple[bool, int, str]:
         lost += sum(1 for e, m in history.items() if abs(got.get(e, float("inf")) - m[key]) > 1e-9)
     plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
     lost += len({"plots/dice_curves.png", "plots/overlay.png"} - plots)
-    lost += 0 if run.data.params.get("resolved.regime") == "individual" else 1
+    lost += 0 if run.data.params.get("regime") == "individual" else 1
     lost += 0 if run.data.tags.get("best_epoch") else 1
     ok = lost == 0 and run.info.status == "FINISHED" and len(history) == EPOCHS
     return ok, lost, f"server: 1 run {run.info.status}, {len(history)} epochs, {len(run.data.params)} params, {len(plots)} plots"

@@ -49,7 +49,9 @@ def run_bundle():
     from monai.bundle.scripts import run
 
     def _run(bundle: str, file: str = "train.json", **overrides):
-        overrides.setdefault("progress", False) if file == "train.json" else None
+        if file == "train.json":
+            overrides.setdefault("progress", False)
+            overrides.setdefault("log_model", False)  # seconds per run on 2 cores; tests/engine/test_run_content.py logs one
         if file == "evaluate.json":
             file = [config(bundle, "train.json"), config(bundle, "evaluate.json")]
         files = file if isinstance(file, list) else config(bundle, file)

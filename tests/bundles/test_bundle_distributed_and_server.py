@@ -70,7 +70,7 @@ def test_bundle_logs_to_a_local_mlflow_server(prepared_acdc, tmp_path, run_bundl
         assert {"val_dice_3d_mean", "val_dice_2d_one_mean", "val_dice_2d_nan_mean", "val_hd95_mean", "train_loss",
                 "train_partial_ce", "train_size"} <= set(metrics)
         params = {p["key"]: p["value"] for p in found["data"]["params"]}
-        assert params["resolved.regime"] == "tags" and params["optimizer.lr"] == "0.0005"
+        assert params["regime"] == "tags" and params["learning_rate"] == "0.0005"
         listed = _rest(f"{server.url}/api/2.0/mlflow/artifacts/list?run_id={found['info']['run_id']}&path=plots")
         assert {f["path"] for f in listed["files"]} == {"plots/dice_curves.png", "plots/overlay.png"}
         assert any((tmp_path / "art").rglob("model.pt"))  # the checkpoint went through the server

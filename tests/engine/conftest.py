@@ -54,6 +54,7 @@ def bundle_in_process():
 
     def _run(**overrides):
         overrides.setdefault("progress", False)
+        overrides.setdefault("log_model", False)  # seconds per run on 2 cores; test_run_content.py logs one
         return run(config_file=str(REPO / TRAIN_2D), meta_file=str(REPO / "bundles/wss_segmentation/configs/metadata.json"),
                    logging_file=False, **overrides)
 

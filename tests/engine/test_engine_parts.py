@@ -221,9 +221,11 @@ def test_training_session_resolves_names(tmp_path, monkeypatch):
     assert session.run_name.startswith("individual+entropy-s3-")
     assert session.output_dir == str(tmp_path / "runs" / "toy-lv" / session.run_name)
     assert session.tracking_uri == f"sqlite:///{tmp_path}/mlruns.db"
+    config = session.full_config()
+    assert config["optimizer"] == {"lr": 1e-3} and "_meta_" not in config and config["resolved"]["seed"] == 3
+    assert config["resolved"]["spec"]["terms"][-1]["name"] == "entropy"
     params = session.params()
-    assert params["optimizer"] == {"lr": 1e-3} and "_meta_" not in params and params["resolved"]["seed"] == 3
-    assert params["resolved"]["spec"]["terms"][-1]["name"] == "entropy"
+    assert params["regime"] == "individual+entropy" and params["seed"] == 3 and params["loss_terms"].endswith("entropy=0.1")
     named = TrainingSession(str(data), "tags", run_name="mine", experiment_name="exp", output_dir="o", log_mlflow=False)
     assert (named.run_name, named.experiment, named.output_dir) == ("mine", "exp", str(tmp_path / "o"))
 

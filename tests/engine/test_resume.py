@@ -80,6 +80,8 @@ def test_killed_run_resumes_to_the_same_final_metrics(tiny_prepared, tmp_path, b
     for epoch in (1, 2, 3):
         assert set(got[epoch]) == set(want[epoch])
         for key, value in want[epoch].items():
+            if key.startswith("time_") or key in ("ms_per_image", "images_per_s"):
+                continue  # wall-clock timing, not a result
             assert got[epoch][key] == pytest.approx(value, rel=1e-6, abs=1e-6, nan_ok=True), (epoch, key)
     info, reference = json.loads((killed / "run.json").read_text()), json.loads((straight / "run.json").read_text())
     assert info["status"] == "FINISHED" and info["best_epoch"] == reference["best_epoch"]
@@ -97,7 +99,7 @@ def test_killed_run_resumes_to_the_same_final_metrics(tiny_prepared, tmp_path, b
         history = client.get_metric_history(run.info.run_id, key)
         assert [m.step for m in history] == [1, 2, 3], key
         assert [m.value for m in history] == pytest.approx([want[e][key] for e in (1, 2, 3)], rel=1e-6)
-    assert run.data.params["resolved.regime"] == "individual"  # logged once, at the first start
+    assert run.data.params["regime"] == "individual"  # logged once, at the first start
 
 
 def test_resume_needs_a_checkpoint(tiny_prepared, tmp_path, capsys):

@@ -50,7 +50,10 @@ def _check_everything_arrived(server, name: str, out: Path, epochs: int) -> dict
     for key in ("val_dice_3d_mean", "train_loss", "train_size", "lr", "best_val_dice_3d_mean"):
         assert _metric_history(server, run["info"]["run_id"], key) == [(e, pytest.approx(history[e][key])) for e in history], key
     params = {p["key"]: p["value"] for p in run["data"]["params"]}
-    assert params["resolved.regime"] == "individual" and params["optimizer.lr"] == "0.0005" and len(params) > 100
+    assert params["regime"] == "individual" and params["learning_rate"] == "0.0005" and len(params) <= 25
+    assert params["dataset_fingerprint"] == {t["key"]: t["value"] for t in run["data"]["tags"]}["dataset_fingerprint"]
+    inputs = run.get("inputs", {}).get("dataset_inputs", [])  # journalled offline, sent by the sync
+    assert [d["dataset"]["digest"] for d in inputs] == [params["dataset_fingerprint"]]
     tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
     info = json.loads((out / "run.json").read_text())
     assert tags["regime"] == "individual" and tags["seed"] == "0" and tags["best_epoch"] == str(info["best_epoch"])
@@ -145,8 +148,10 @@ def test_resilient_run_on_a_store_that_fails_keeps_everything(tmp_path, caplog, 
     url = f"http://127.0.0.1:{_free_port()}"
     journal = tmp_path / "run" / FALLBACK_NAME
     with caplog.at_level(logging.WARNING, logger="wss_monai.tracking"):
-        run = ResilientRun.start("exp", "tags", 1, tracking_uri=url, run_name="r", config={"a": {"b": 1}}, tags={"t": "x"},
-                                 fallback=journal)
+        run = ResilientRun.start("exp", "tags", 1, tracking_uri=url, run_name="r", config={"a": {"b": 1}, "c": 2},
+                                 params={"a": {"b": 1}}, tags={"t": "x"}, fallback=journal)
+        run.log_dataset("acdc-lv", "0123456789ab", tmp_path / "prepared", context="training")
+        assert run.log_model(object(), None, fallback_note="the best checkpoint is ckpt.pt") is None  # no model in a journal
         run.log_metrics({"m": 0.5, "n/a": float("nan")}, epoch=1)
         run.log_metrics({"m": 0.7}, epoch=2)
         (tmp_path / "run" / "f.txt").write_text("hi")
@@ -157,13 +162,17 @@ def test_resilient_run_on_a_store_that_fails_keeps_everything(tmp_path, caplog, 
     assert sum("cannot be used" in r.getMessage() for r in caplog.records) == 1  # warned once
     store = engine_mlflow_db
     result = sync_fallback(journal, to=store)
-    assert (result.created, result.metrics, result.params, result.artifacts) == (True, 3, 1, 1)
+    assert (result.created, result.metrics, result.params, result.artifacts, result.datasets) == (True, 3, 1, 1, 1)
+    assert result.skipped == ["model 'model' (the fallback journal holds no models): the best checkpoint is ckpt.pt"]
+    assert "not in the journal, so not synced: model 'model'" in result.summary()
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=store)
     got = client.get_run(result.run_id)
     assert got.info.run_name == "r" and got.info.status == "FINISHED"
     assert got.data.params == {"a.b": "1"} and got.data.tags["done"] == "1" and got.data.tags["t"] == "x"
+    dataset = got.inputs.dataset_inputs[0].dataset  # journalled offline, sent as a dataset input
+    assert (dataset.name, dataset.digest, json.loads(dataset.source)["uri"]) == ("acdc-lv", "0123456789ab", str(tmp_path / "prepared"))
     assert [(m.step, m.value) for m in client.get_metric_history(result.run_id, "m")] == [(1, 0.5), (2, 0.7)]
     assert {a.path for a in client.list_artifacts(result.run_id, "files")} == {"files/f.txt"}
     assert sync_fallback(journal, to=store).operations == 0

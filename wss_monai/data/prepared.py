@@ -24,6 +24,7 @@ the dataset folder.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -202,6 +203,27 @@ class PreparedDataset:
             except (KeyError, IndexError, TypeError, ValueError) as error:
                 raise DatasetError(f"{self.path}: volume entry {volume.get('volume', '?')!r} has no usable 'spacing'/'slice_axis' ({error}).") from None
         return result
+
+    @property
+    def fingerprint(self) -> str:
+        """12 hex characters that tell two preparations apart (MLflow's dataset digest and the tag ``dataset_fingerprint``).
+
+        Two folders with the same ``name`` may hold different data (another ``--size``, other
+        weak labels, a re-run with another seed); runs trained on them must not be averaged
+        together. ``prep.json`` records the sha256 of every file data_prep wrote, dataset.json
+        included, so the sha256 of that ``checksums`` mapping (as JSON with sorted keys) changes
+        with any prepared file and not with the folder's location or file times. A dataset
+        without ``prep.json`` (made by hand or by an older data_prep) falls back to the sha256 of
+        ``dataset.json``'s bytes: its entries name every slice file, so it still changes with
+        the splits and labels. Twelve characters keep the UI column narrow; a clash between two
+        preparations of one dataset is negligible (48 bits).
+        """
+        checksums = self.prep.get("checksums")
+        if isinstance(checksums, Mapping) and checksums:
+            payload = json.dumps({str(k): str(v) for k, v in checksums.items()}, sort_keys=True, separators=(",", ":")).encode()
+        else:
+            payload = self.path.read_bytes()
+        return hashlib.sha256(payload).hexdigest()[:12]
 
     @property
     def preprocessing(self) -> dict[str, Any]:

@@ -621,16 +621,25 @@ class MLflowTracker:
     """The MLflow run of a training: params, per-epoch metrics, artifacts and final status.
 
     - Trainer started: the run is created (:meth:`wss_monai.tracking.ResilientRun.start`) with the
-      session's experiment, run name and params (the bundle config flattened, plus
-      ``resolved.*``; the config also as the artifact ``config.json``) and tags ``regime``,
-      ``seed``, ``bundle``, ``dataset``; ``run.json`` is written to the output folder.
-    - Each epoch: ``train_loss``, ``train_<term>``, ``lr`` and, when validation ran that epoch,
-      every ``val_*`` score (``val_dice_2d_{one,nan}_<class|mean>``, ``val_dice_3d_<class|mean>``,
+      session's experiment and run name; params are the ~20 values runs are compared on
+      (:meth:`~wss_monai.engine.session.TrainingSession.params` plus ``network`` and
+      ``network_parameters``), the whole config is the artifact ``config.json``; tags
+      ``regime``, ``seed``, ``bundle``, ``dataset``, ``dataset_fingerprint``, ``output_dir``; the
+      prepared dataset is the run's dataset input (context ``training``, digest = its
+      fingerprint); ``run.json`` is written to the output folder.
+    - Each epoch: ``train_loss``, ``train_<term>``, ``lr``, the timing (``time_per_epoch_s``: the
+      whole epoch, validation included; ``time_train_s`` and ``time_train_images``: the training
+      iterations alone and the images they saw; ``ms_per_image`` and ``images_per_s`` from those)
+      and, when validation ran that epoch, every ``val_*`` score
+      (``val_dice_2d_{one,nan}_<class|mean>``, ``val_dice_3d_<class|mean>``,
       ``val_hd95_<class|mean>``) plus ``best_val_dice_3d_mean``; step = epoch.
     - Training completed: the PNGs ``plots/dice_curves.png`` and ``plots/overlay.png`` (sample
-      validation predictions of the best checkpoint) and the best checkpoint
-      ``models/model.pt`` as artifacts; status FINISHED. On an exception: the curves, status
-      FAILED (KILLED for Ctrl+C), and the exception goes on.
+      validation predictions of the best checkpoint), the best checkpoint ``models/model.pt`` as
+      an artifact and, with ``log_model``, the best network as the MLflow model ``model``
+      (:meth:`wss_monai.tracking.TrackedRun.log_model`: ``pt2``, signature and input example of
+      one slice, ``preprocessing.json`` inside; registered under ``session.register_model`` when
+      set); status FINISHED. On an exception: the curves, status FAILED (KILLED for Ctrl+C), and
+      the exception goes on.
     - Every epoch also rewrites ``history.json`` (the metrics of each epoch, for the curves) and
       ``run.json`` (run id, last epoch, best score) in the output folder.
     - Resumed (``session.resume_checkpoint``): the same MLflow run is reopened (status RUNNING
@@ -652,6 +661,8 @@ class MLflowTracker:
         device: where the overlay predictions run.
         overlay_count: number of slices in the overlay figure.
         log_checkpoint: log the best checkpoint as an artifact.
+        log_model: log the best network as an MLflow model (a few seconds on a CPU: the export
+            traces the network once). Offline runs skip it with a note in their journal.
     """
 
     def __init__(
@@ -664,6 +675,7 @@ class MLflowTracker:
         device: Any = None,
         overlay_count: int = 6,
         log_checkpoint: bool = True,
+        log_model: bool = True,
     ) -> None:
         self.session = session
         self.evaluator = evaluator
@@ -673,7 +685,11 @@ class MLflowTracker:
         self.device = device
         self.overlay_count = int(overlay_count)
         self.log_checkpoint = as_bool(log_checkpoint, "log_checkpoint")
+        self.log_model = as_bool(log_model, "log_model")
         self.run = None
+        self.model_uri: str | None = None
+        self._epoch_t0 = self._last_iteration = 0.0
+        self._images = 0
         self.history: dict[int, dict[str, float]] = {}
         self._finished = False
 
@@ -681,6 +697,8 @@ class MLflowTracker:
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.STARTED, self._started)
+        engine.add_event_handler(Events.EPOCH_STARTED, self._epoch_started)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._iteration_completed)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self._epoch_completed)
         engine.add_event_handler(Events.COMPLETED, self._completed)
         _add_first(engine, Events.EXCEPTION_RAISED, self._exception_raised)
@@ -722,18 +740,20 @@ class MLflowTracker:
         if resuming:
             self.history = self._read_history(upto=int(s.resume_epoch))
         else:
-            (self.output_dir / "config.json").write_text(json.dumps(s.params(), indent=2, default=str))
+            (self.output_dir / "config.json").write_text(json.dumps(s.full_config(), indent=2, default=str))
         if s.log_mlflow:
             from wss_monai import tracking
 
-            tags = {"bundle": s.bundle or "", "dataset": s.dataset_name, "output_dir": s.output_dir}
+            tags = {"bundle": s.bundle or "", "dataset": s.dataset_name, "dataset_fingerprint": s.dataset_fingerprint,
+                    "output_dir": s.output_dir}
             self.run = tracking.ResilientRun.start(
                 s.experiment,
                 s.spec.name,
                 s.seed,
                 tracking_uri=s.tracking_uri,
                 run_name=s.run_name,
-                config=None if resuming else s.params(),
+                config=None if resuming else s.full_config(),
+                params=None if resuming else self._params(),
                 tags=tags,
                 fallback=self.output_dir / tracking.FALLBACK_NAME,
                 resume=resuming,
@@ -741,8 +761,47 @@ class MLflowTracker:
             )
             if resuming:
                 self.run.set_tags({"resumed_from_epoch": s.resume_epoch})
+            else:
+                self.run.log_dataset(s.dataset_name, s.dataset_fingerprint, s.dataset_dir, context="training")
         extra = {"last_epoch": int(s.resume_epoch), **self._best()} if resuming else {}
         write_run_info(self.output_dir, self._info(status="RUNNING", **extra))
+
+    def _params(self) -> dict[str, Any]:
+        """The session's params plus the network's class and its number of weights (the session does not hold the network)."""
+        params = dict(self.session.params())
+        if self.network is not None:
+            net = unwrap(self.network)
+            params["network"] = type(net).__name__
+            params["network_parameters"] = sum(p.numel() for p in net.parameters())
+        return params
+
+    def _epoch_started(self, engine: Engine) -> None:
+        self._epoch_t0 = self._last_iteration = time.perf_counter()
+        self._images = 0
+
+    def _iteration_completed(self, engine: Engine) -> None:
+        """Note when the epoch's last iteration ended and how many images it has seen (no device synchronisation)."""
+        self._last_iteration = time.perf_counter()
+        batch = engine.state.batch
+        image = batch.get("image") if isinstance(batch, Mapping) else None
+        self._images += int(image.shape[0]) if hasattr(image, "shape") and len(image.shape) else 0
+
+    def _timing(self) -> dict[str, float]:
+        """This epoch's time metrics: what every run logs, so runs compare on speed as they do on Dice.
+
+        ``time_train_s`` runs from the epoch's start to its last iteration (loading, forward,
+        loss, backward, step); ``time_per_epoch_s`` to now, the validation that ran at this
+        epoch's end included (this handler comes after the validation handler). The iterations
+        are not synchronised with the device: on a GPU the last one may still be running, an error
+        of one iteration per epoch. Under ``torch.distributed`` the images are rank 0's.
+        """
+        train_s = self._last_iteration - self._epoch_t0
+        out = {"time_per_epoch_s": time.perf_counter() - self._epoch_t0, "time_train_s": train_s,
+               "time_train_images": float(self._images)}
+        if self._images > 0 and train_s > 0:
+            out["ms_per_image"] = 1000.0 * train_s / self._images
+            out["images_per_s"] = self._images / train_s
+        return out
 
     def _read_history(self, upto: int) -> dict[int, dict[str, float]]:
         """The per-epoch metrics of ``history.json``, epochs 1..``upto`` (those the checkpoint covers)."""
@@ -769,6 +828,7 @@ class MLflowTracker:
                 metrics[key] = _float(value)
         if self.optimizer is not None:
             metrics["lr"] = float(self.optimizer.param_groups[0]["lr"])
+        metrics.update(self._timing())
         ev = self.evaluator
         if ev is not None and getattr(ev.state, "epoch", None) == epoch:
             for key, value in ev.state.metrics.items():
@@ -837,6 +897,49 @@ class MLflowTracker:
             except Exception as err:
                 logger.warning(f"could not log the checkpoint to MLflow: {err}")
 
+    def _model_example(self, net: torch.nn.Module) -> Any:
+        """One validation slice as the model's input example, ``(1, 1, H, W)`` float32; zeros of the dataset's size without a loader."""
+        import numpy as np
+
+        if self.overlay_loader is not None:
+            try:
+                image = torch.as_tensor(next(iter(self.overlay_loader))["image"])
+                return image.reshape(-1, *image.shape[-2:])[:1, None].float().cpu().numpy()
+            except Exception:  # an example is only an example: fall back to zeros of the right size
+                pass
+        size = tuple(self.session.image_size or (64, 64))
+        return np.zeros((1, getattr(net, "in_channels", 1), *size), dtype=np.float32)
+
+    def _log_model(self) -> None:
+        """Log the best checkpoint's network as the run's MLflow model (class docstring); never fails the run.
+
+        Nothing without a best checkpoint. The network is a copy on the CPU (a model that loads
+        anywhere), with the model card ``preprocessing.json`` inside. The seconds it took are the
+        metric ``time_log_model_s``.
+        """
+        ckpt = self.output_dir / BEST_CHECKPOINT
+        if self.run is None or not self.log_model or self.network is None or not ckpt.is_file():
+            return
+        from wss_monai.engine.session import MODEL_CARD
+
+        start = time.perf_counter()
+        try:
+            net = copy.deepcopy(unwrap(self.network)).cpu()
+            net.load_state_dict(_state_dict(torch.load(ckpt, map_location="cpu", weights_only=True)))
+            card = self.output_dir / MODEL_CARD
+            self.model_uri = self.run.log_model(
+                net.eval(), self._model_example(net), name="model", extra_files=[card] if card.is_file() else [],
+                registered_model_name=getattr(self.session, "register_model", None),
+                fallback_note=f"the best checkpoint is {ckpt}",
+            )
+        except Exception as err:  # the checkpoint is there: a model that cannot be logged is a warning
+            logger.warning(f"could not log the best network as an MLflow model: {err}")
+            return
+        if self.model_uri is not None:
+            seconds = time.perf_counter() - start
+            logger.info(f"best network logged as MLflow model {self.model_uri} ({seconds:.1f} s)")
+            self.run.log_metrics({"time_log_model_s": seconds}, epoch=int(self._best().get("best_epoch") or 0))
+
     def _best(self) -> dict[str, Any]:
         ev = self.evaluator
         best = _float(getattr(getattr(ev, "state", None), "best_metric", None)) if ev is not None else None
@@ -849,6 +952,7 @@ class MLflowTracker:
         self._finished = True
         written = self._plots(with_overlay=True)
         self._log_files(written)
+        self._log_model()
         best = self._best()
         if self.run is not None:
             if best:

@@ -309,7 +309,12 @@ class TrainingSession:
             ``"suffix"`` appends ``-2``, ``-3``... until it is free.
         output_dir: where checkpoints, plots and ``run.json`` go; None = ``runs/<experiment>/<run name>``
             under the working folder.
-        config: the bundle's merged config (``current_config()``), logged as params and artifact.
+        config: the bundle's merged config (``current_config()``), kept whole as the artifact
+            ``config.json`` (:meth:`full_config`); params are :meth:`params`.
+        hyperparams: the config values runs are compared on besides the session's own facts
+            (``learning_rate``, ``batch_size``...: plain values, logged as params as they are).
+        register_model: a name under which the run's best network is registered in MLflow's model
+            registry (a new version per run); None (default) logs the model without registering.
         log_mlflow: False skips MLflow entirely (benchmarks); the names are still resolved.
         resume: continue a killed or stopped run from its last checkpoint: True (the run in
             ``output_dir``, or in ``runs/<experiment>/<run_name>``) or the run's output folder.
@@ -348,6 +353,8 @@ class TrainingSession:
         log_mlflow: bool = True,
         resume: bool | str = False,
         check_keys: bool = True,
+        hyperparams: Mapping[str, Any] | None = None,
+        register_model: str | None = None,
     ) -> None:
         from wss_monai import regimes as regimes_mod
         from wss_monai import tracking
@@ -466,6 +473,8 @@ class TrainingSession:
         if resuming:
             self._find_checkpoint()
         self.config = None if config is None else dict(config)
+        self.hyperparams = _plain_values(hyperparams)
+        self.register_model = _model_name(register_model)
         self.rank = rank
 
     # ----------------------------------------------------------------------------------------
@@ -576,6 +585,7 @@ class TrainingSession:
             "regime": self.spec.name,
             "dataset": self.dataset_name,
             "dataset_dir": self.dataset_dir,
+            "dataset_fingerprint": self.dataset_fingerprint,
             "num_classes": self.num_classes,
             "class_names": [self.class_names[c] for c in sorted(self.class_names)],
             "image_size": list(self.image_size) if self.image_size else None,
@@ -596,8 +606,49 @@ class TrainingSession:
     def resuming(self) -> bool:
         return self.resume_checkpoint is not None
 
+    @property
+    def dataset_fingerprint(self) -> str:
+        """:attr:`wss_monai.data.PreparedDataset.fingerprint` of the training data (param, tag and MLflow dataset digest)."""
+        return self.dataset.fingerprint
+
     def params(self) -> dict[str, Any]:
-        """What the run logs as params: the bundle config (``_meta_`` left out) and ``resolved``."""
+        """What the run logs as MLflow params: the few values two runs are compared on.
+
+        One screen of the UI's runs table: the regime and what it resolved to (loss terms with
+        their weights, weak labels, bound rule, sampling, fully annotated patients), the
+        schedule (epochs, seed and the ``hyperparams`` the bundle passes: learning rate, batch
+        size...) and the data (name, fingerprint, folder, slice size, training slices). The
+        network is added by the MLflow handler, which holds it. Everything else is in the
+        artifact ``config.json`` (:meth:`full_config`); flattening it gave some 200 columns.
+        """
+        spec = self.spec
+
+        def weight(value: Any) -> str:
+            try:
+                return f"{float(value):g}"
+            except (TypeError, ValueError):
+                return str(value)
+
+        facts = {
+            "regime": spec.name,
+            "loss_terms": ", ".join(f"{t.get('name')}={weight(t.get('weight'))}" for t in spec.terms),
+            "weak": spec.weak or "none",
+            "bounds": spec.bounds or "none",
+            "sampling": spec.sampling,
+            "full_patients": spec.full_patients,
+            "epochs": self.epochs,
+            "seed": self.seed,
+            **self.hyperparams,
+            "image_size": "x".join(str(n) for n in self.image_size) if self.image_size else "none",
+            "train_slices": len(self.dataset.entries("training")),
+            "dataset": self.dataset_name,
+            "dataset_fingerprint": self.dataset_fingerprint,
+            "dataset_dir": self.dataset_dir,
+        }
+        return facts
+
+    def full_config(self) -> dict[str, Any]:
+        """The artifact ``config.json``: the bundle config (``_meta_`` left out, top-level references filled in) and ``resolved``."""
         config = {k: v for k, v in (self.config or {}).items() if k != "_meta_"}
         return {**_substitute_top_level(config), "resolved": self.resolved()}
 
@@ -641,6 +692,33 @@ class TrainingSession:
         best = info.get("best_metric")
         line = f"training finished: best val_dice_3d_mean {best:.4f} at epoch {info.get('best_epoch')}" if isinstance(best, float) else "training finished"
         logger.info(f"{line}; best checkpoint {self.checkpoint_path}; run {self.run_name!r} ({self.tracking_uri})")
+
+
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+def _model_name(value: Any) -> str | None:
+    """``register_model`` checked as a plain registry name (letters, digits, ``_ . -``; at most 100), or None.
+
+    The value comes from a config or the command line and only ever names a registered model:
+    anything else (a path, spaces, an expression) stops the run before training, not at its end.
+    """
+    if value is None or (isinstance(value, str) and value.strip() == ""):
+        return None
+    if not isinstance(value, str) or not _MODEL_NAME.match(value.strip()):
+        fail(f"--register_model must be a plain model name (letters, digits, '_', '.', '-'; at most 100, "
+             f"starting with a letter or digit), got {value!r}.")
+    return value.strip()
+
+
+def _plain_values(values: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``hyperparams`` with the keys as strings; values that are not plain (numbers, text, switches, lists of them) become text."""
+    out: dict[str, Any] = {}
+    for key, value in dict(values or {}).items():
+        plain = value is None or isinstance(value, (str, int, float, bool)) or (
+            isinstance(value, (list, tuple)) and all(isinstance(v, (str, int, float, bool)) for v in value))
+        out[str(key)] = (list(value) if isinstance(value, tuple) else value) if plain else str(value)
+    return out
 
 
 def _is_path_like(value: Any) -> bool:

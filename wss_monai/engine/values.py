@@ -24,7 +24,7 @@ _WHOLE = {"epochs": 1, "seed": 0, "batch_size": 1, "val_batch_size": 1, "val_int
 _OPTIONAL = {"nan_check_interval"}
 #: switches -> the extra words they take besides true/false (``progress`` also takes ``auto``;
 #: ``augment`` also a dict of arguments)
-_SWITCHES = {"amp": (), "deterministic": (), "hd95": (), "log_mlflow": (), "verify_slices": (),
+_SWITCHES = {"amp": (), "deterministic": (), "hd95": (), "log_mlflow": (), "log_model": (), "verify_slices": (),
              "progress": ("auto",), "augment": ()}
 
 

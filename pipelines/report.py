@@ -121,11 +121,13 @@ def _history(client, run, key: str) -> dict[int, float]:
 
 
 def _image_size(value: Any) -> str:
-    """``"[64, 64]"`` (the param ``resolved.image_size`` the engine logs) as ``"64x64"``; "" when unknown.
+    """The param ``image_size`` (``"64x64"``; runs of earlier versions: ``resolved.image_size`` ``"[64, 64]"``) as ``"64x64"``.
+
+    "" when unknown or ``"none"``.
 
     Two preparations of one dataset usually differ by their slice size, the first thing a reader
     asks when a report says an experiment holds several."""
-    sizes = [part for part in str(value or "").strip("[]() ").replace(",", " ").split() if part.isdigit()]
+    sizes = [part for part in str(value or "").strip("[]() ").replace(",", " ").replace("x", " ").split() if part.isdigit()]
     return "x".join(sizes) if sizes else ""
 
 
@@ -165,7 +167,7 @@ def run_record(client, run, experiment: str = "") -> tuple[dict[str, Any], dict[
         "bundle": tags.get("bundle", ""),
         "dataset": tags.get("dataset", ""),
         "fingerprint": str(tags.get(FINGERPRINT_TAG) or params.get(FINGERPRINT_TAG) or params.get(f"resolved.{FINGERPRINT_TAG}") or ""),
-        "image_size": _image_size(params.get("resolved.image_size")),
+        "image_size": _image_size(params.get("image_size") or params.get("resolved.image_size")),
         "epochs": max(steps) if steps else 0,
         "best_epoch": best_epoch,
         "dice_3d": dice[best_epoch] if best_epoch is not None else math.nan,

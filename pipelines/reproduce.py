@@ -191,13 +191,15 @@ def _fingerprint(folder: Path) -> str | None:
 
     The same value the bundle runs log as the tag ``dataset_fingerprint``, so a run can be told to
     be of this preparation and not of another one with the same name (the same data prepared at
-    another size). Computed there, never here, so that both sides always agree. None while
-    ``PreparedDataset`` has no fingerprint: runs are then matched by their dataset folder alone.
+    another size). Computed there, never here, so that both sides always agree. None when
+    ``folder`` holds no prepared dataset yet: runs are then matched by their dataset folder alone.
     """
-    from wss_monai.data.prepared import PreparedDataset
+    from wss_monai.data.prepared import DatasetError, PreparedDataset
 
-    value = getattr(PreparedDataset(folder), "fingerprint", None)
-    return str(value) if value else None
+    try:
+        return PreparedDataset(folder).fingerprint
+    except DatasetError:
+        return None
 
 
 def same_preparation(run, fingerprint: str | None, folder: Path) -> bool:

@@ -108,7 +108,7 @@ def run_cli(argv: list[str], timeout: float = 180.0, cwd: Path | None = None) ->
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_ROOT), env.get("PYTHONPATH")) if p)
     return subprocess.run(
         [sys.executable, "-m", "data_prep", *[str(a) for a in argv]],
-        capture_output=True, text=True, errors="replace", timeout=timeout, env=env, cwd=cwd,
+        capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=timeout, env=env, cwd=cwd,
         stdin=subprocess.DEVNULL,
     )  # fmt: skip
 

@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -331,7 +332,7 @@ def summarize(frame) -> Any:
     (:func:`pipelines.reporting.paper.dataset_key`), blank for any other dataset.
 
     Columns: ``table``, ``row``, ``regime``, ``dataset``, ``fingerprint``, ``preparation`` (the
-    short label, only in a table that holds several preparations), ``image_size``, ``seeds``,
+    short label, only in a table where one row holds runs of several preparations), ``image_size``, ``seeds``,
     ``duplicates``, ``unfinished`` (runs of that row not FINISHED), ``dice_3d_mean``,
     ``dice_3d_std``, ``dice_2d_one_mean``, ``dice_2d_nan_mean``, ``hd95_mean``, ``epochs_mean``,
     ``ms_per_image_mean``, ``ms_per_image_std``, ``paper``, ``paper_label``, ``paper_table``.
@@ -350,7 +351,10 @@ def summarize(frame) -> Any:
     out = []
     for table in sorted(frame["_table"].unique(), key=_table_rank):
         in_table = frame[frame["_table"] == table]
-        several = len(set(zip(in_table["_fp"], in_table["_ds"]))) > 1
+        # the column is needed only where one row holds runs of several preparations (a table whose
+        # rows each use their own preparation, like Table 4's bound variants, reads as before)
+        per_row = Counter(row for row, _, _ in set(zip(in_table["row"], in_table["_fp"], in_table["_ds"])))
+        several = any(n > 1 for n in per_row.values())
         for prep in preps:
             part = frame[(frame["_table"] == table) & (frame["_fp"] == prep.fingerprint) & (frame["_ds"] == prep.dataset)]
             if not len(part):
@@ -451,8 +455,8 @@ def _prep_cells(part) -> tuple[str, str, Callable[[Any], str]]:
 def summary_markdown(summary, table: str) -> str:
     """The Markdown table of one table's rows of :func:`summarize`.
 
-    A ``preparation`` column (the short fingerprint) follows ``row`` only when the table holds
-    several preparations, so the usual single-preparation report reads as before."""
+    A ``preparation`` column (the short fingerprint) follows ``row`` only when a row of the table holds
+    runs of several preparations, so the usual single-preparation report reads as before."""
     part = summary[summary["table"] == table]
     head, sep, cell = _prep_cells(part)
     if table == "5":

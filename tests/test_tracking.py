@@ -186,12 +186,12 @@ def test_cli_help_and_uri(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     out = subprocess.run(
         [sys.executable, "-m", "wss_monai.tracking", "serve", "--help"],
-        capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path,
+        capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=60, env=env, cwd=tmp_path,
     )  # fmt: skip
     assert out.returncode == 0 and "127.0.0.1" in out.stdout
     out = subprocess.run(
         [sys.executable, "-m", "wss_monai.tracking", "uri"],
-        capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path,
+        capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=60, env=env, cwd=tmp_path,
     )  # fmt: skip
     assert out.stdout.splitlines() == [
         f"sqlite:///{tmp_path.resolve()}/mlruns.db",
@@ -259,7 +259,7 @@ def test_runs_started_together_on_a_new_sqlite_store_create_it_once(tmp_path):
 
     start = _time.time() + 6.0  # every process waits for the same instant after its imports
     procs = [subprocess.Popen([sys.executable, "-c", code, uri, str(start)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for _ in range(3)]
+                              text=True, encoding="utf-8", errors="replace") for _ in range(3)]
     results = [p.communicate(timeout=240) for p in procs]
     for proc, (out, err) in zip(procs, results):
         assert proc.returncode == 0, err[-2000:]

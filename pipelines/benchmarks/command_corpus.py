@@ -171,7 +171,7 @@ def run_module(argv: list, cwd: Path, timeout: float = 300.0, env: dict | None =
     """``python -m ARGV`` in a fresh process, as a user runs it (not on a terminal), from ``cwd``."""
     full_env = {**os.environ, **QUIET, **(env or {})}
     full_env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), full_env.get("PYTHONPATH")) if p)
-    return subprocess.run([sys.executable, "-m", *map(str, argv)], cwd=cwd, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", *map(str, argv)], cwd=cwd, capture_output=True, text=True, encoding="utf-8",
                           errors="replace", timeout=timeout, env=full_env, stdin=subprocess.DEVNULL)
 
 
@@ -849,7 +849,7 @@ def _popen_train(dataset: Path, out: Path, *extra, cwd: Path) -> subprocess.Pope
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
     argv = ["monai.bundle", "run", "--config_file", TRAIN, "--dataset_dir", dataset, "--regime", "partial",
             "--hd95", "false", "--progress", "false", "--output_dir", out, *extra]
-    return subprocess.Popen([sys.executable, "-m", *map(str, argv)], cwd=cwd, env=env, text=True,
+    return subprocess.Popen([sys.executable, "-m", *map(str, argv)], cwd=cwd, env=env, text=True, encoding="utf-8", errors="replace",
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
 
 

@@ -37,7 +37,7 @@ def peak_rss_mib(code: str, setup: str = "") -> float:
     )
 
     def run(body: str) -> float:
-        out = subprocess.run([sys.executable, "-c", runner], input=body, check=True, capture_output=True, text=True)
+        out = subprocess.run([sys.executable, "-c", runner], input=body, check=True, capture_output=True, text=True, encoding="utf-8", errors="replace")
         return int(out.stdout.strip().splitlines()[-1]) / 1024.0
 
     return run(setup + "\n" + code) - run(setup)

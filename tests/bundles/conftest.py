@@ -67,7 +67,7 @@ def cli():
     def _cli(args, cwd=REPO, timeout=300, env=None):
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **(env or {})}
         return subprocess.run([sys.executable, "-m", "monai.bundle", *map(str, args)], cwd=cwd, capture_output=True,
-                              text=True, timeout=timeout, env=full_env)
+                              text=True, encoding="utf-8", errors="replace", timeout=timeout, env=full_env)
 
     return _cli
 

@@ -66,7 +66,7 @@ def test_export_runs_outside_the_repository(prepared_acdc, acdc_raw, mlflow_db, 
 
     bundle = tmp_path / "exported"
     done = subprocess.run([sys.executable, "-m", "wss_monai.export", "--run", str(run), "--out", str(bundle)], cwd=REPO,
-                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
+                          capture_output=True, text=True, encoding="utf-8", errors="replace", env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     for name in ("configs/inference.json", "configs/metadata.json", "configs/train.json", "models/model.pt",
                  "models/preprocessing.json", "docs/README.md", "LICENSE"):
@@ -204,7 +204,7 @@ def test_every_command_of_the_exported_readme_runs_as_written_inside_the_bundle_
     for command in commands:
         argv = [a.replace("SCANS", str(scans)).replace("OUT", str(tmp_path / "out")) if a in ("SCANS", "OUT") else a for a in shlex.split(command)]
         assert argv[0] == "python"
-        done = subprocess.run([sys.executable, *argv[1:]], cwd=bundle, env=env, capture_output=True, text=True, timeout=300)
+        done = subprocess.run([sys.executable, *argv[1:]], cwd=bundle, env=env, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=300)
         assert done.returncode == 0, (command, done.stdout[-2000:], done.stderr[-3000:])
         assert "Downloading" not in done.stdout + done.stderr, command
     seg = nib.load(str(tmp_path / "out" / "scan_seg.nii.gz"))

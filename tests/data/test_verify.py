@@ -266,7 +266,7 @@ def test_cli_verify_reports_problems_or_ok(copy_prepared, tmp_path):
     root = copy_prepared()
 
     def verify(*args):
-        return subprocess.run([sys.executable, "-m", "data_prep", "verify", *map(str, args)], cwd=REPO, capture_output=True, text=True,
+        return subprocess.run([sys.executable, "-m", "data_prep", "verify", *map(str, args)], cwd=REPO, capture_output=True, text=True, encoding="utf-8", errors="replace",
                               timeout=120)
 
     done = verify(root)

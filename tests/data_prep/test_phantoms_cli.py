@@ -40,7 +40,7 @@ def checksums(root: Path) -> dict[str, str]:
 
 
 def test_help_lists_the_three_layouts_through_the_real_entry_point():
-    done = subprocess.run([sys.executable, "-m", "data_prep", "phantom", "--help"], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", "data_prep", "phantom", "--help"], capture_output=True, text=True, encoding="utf-8", errors="replace")
     assert done.returncode == 0
     for word in ("acdc", "promise12", "vertebral", "--out", "--cases", "--seed", "--small", "--workers"):
         assert word in done.stdout

@@ -38,7 +38,7 @@ def bundle_cli():
         command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", TRAIN_2D, *map(str, args)]
         popen.setdefault("stdout", subprocess.PIPE)
         popen.setdefault("stderr", subprocess.STDOUT)
-        return subprocess.Popen(command, cwd=REPO, text=True, env=full_env, start_new_session=True, **popen)
+        return subprocess.Popen(command, cwd=REPO, text=True, encoding="utf-8", errors="replace", env=full_env, start_new_session=True, **popen)
 
     return _start
 

@@ -159,7 +159,8 @@ def test_the_rule_between_user_data_errors_and_bugs(tmp_path):
 def _session(output_dir: Path) -> SimpleNamespace:
     return SimpleNamespace(output_dir=str(output_dir), run_name="r", experiment="e", tracking_uri=None, log_mlflow=False,
                            spec=SimpleNamespace(name="partial"), bundle="wss_segmentation", seed=0, dataset_name="d",
-                           dataset_dir="d", resume_checkpoint=None, resume_epoch=0, params=lambda: {}, num_classes=2)
+                           dataset_dir="d", resume_checkpoint=None, resume_epoch=0, params=lambda: {}, full_config=lambda: {},
+                           num_classes=2)
 
 
 class _Slices(torch.utils.data.Dataset):
@@ -276,7 +277,7 @@ def test_export_of_a_run_whose_checkpoint_is_not_weights_or_an_out_that_cannot_b
 def _bundle(args: list, cwd: Path = REPO) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
     return subprocess.run([sys.executable, "-m", "monai.bundle", "run", *map(str, args)], cwd=cwd, capture_output=True,
-                          text=True, timeout=300, env=env)
+                          text=True, encoding="utf-8", errors="replace", timeout=300, env=env)
 
 
 def _one_error_line(done: subprocess.CompletedProcess) -> str:

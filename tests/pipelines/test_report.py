@@ -38,12 +38,16 @@ def test_report_of_a_hand_made_bundle_run_and_a_run_without_folder(tiny_prepared
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(config), "--dataset_dir", str(tiny_prepared),
            "--regime", "partial", "--epochs", "1", "--tracking_uri", uri, "--run_name", "by-hand", "--output_dir", str(run_dir),
            "--progress", "False"]
-    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env={"OMP_NUM_THREADS": "1", **__import__("os").environ})
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, encoding="utf-8", errors="replace", env={"OMP_NUM_THREADS": "1", **__import__("os").environ})
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
 
-    # a run logged by some other tool: two epochs of validation Dice, no timing, an output folder that is not here
+    # a run logged by some other tool on the same prepared data: two epochs of validation Dice, no timing,
+    # an output folder that is not here
+    from wss_monai.data.prepared import PreparedDataset
+
+    same_data = {"dataset": "acdc-lv", "dataset_fingerprint": PreparedDataset(tiny_prepared).fingerprint}
     with tracking.tracked_run("acdc-lv", "tags", 3, tracking_uri=uri, run_name="elsewhere",
-                              tags={"output_dir": "/nowhere/elsewhere", "dataset": "acdc-lv"}) as run:
+                              tags={"output_dir": "/nowhere/elsewhere", **same_data}) as run:
         run.log_metrics({"val_dice_3d_mean": 0.40}, epoch=1)
         run.log_metrics({"val_dice_3d_mean": 0.55}, epoch=2)
 

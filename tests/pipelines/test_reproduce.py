@@ -104,7 +104,7 @@ def test_killed_reproduction_resumes_with_only_the_missing_runs(tiny_vertebral_r
         time.sleep(0.1)
     assert not _bundle_processes(str(out))
 
-    second = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, env=env)
+    second = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, encoding="utf-8", errors="replace", env=env)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     assert ("2 runs planned" in second.stdout and "1 already finished, 1 to run" in second.stdout
             and f"1 interrupted run(s) marked and restarted: {killed.info.run_name}" in second.stdout), second.stdout[-3000:]

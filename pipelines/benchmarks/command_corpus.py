@@ -341,9 +341,9 @@ def _no_new_in(folder: Path, before: set[str]) -> Callable[[subprocess.Completed
 # training values (each stops before anything is built)
 
 
-def _value(key: str, value: str, problem: str):
+def _options(extra: list[str], names: str | None, problem: str):
     def build(work: Path, shared: Shared) -> Command:
-        return Command(train(shared.prepared, work, f"--{key}", value), names=f"--{key}", problem=problem)
+        return Command(train(shared.prepared, work, *extra), names=names, problem=problem)
 
     return build
 
@@ -361,23 +361,22 @@ for _key, _value_text, _problem in [
     ("val_interval", "0", "whole number >= 1"),
     ("amp", "maybe", "true or false"),
 ]:
-    case(f"train_{_key}_{_value_text}", "train", "traceback")(_value(_key, _value_text, _problem))
+    case(f"train_{_key}_{_value_text}", "train", "traceback")(_options([f"--{_key}", _value_text], f"--{_key}", _problem))
+
+
+for _name, _kind, _extra, _names, _problem in [
+    ("unknown_regime", "traceback", ["--regime", "individul"], "individul", "unknown regime"),
+    ("misspelt_key", "silent", ["--epoch", "3"], "--epoch", "did you mean --epochs"),
+    ("weak_strategy_absent", "traceback", ["--weak", "scribble"], "scribble", "weak labels"),
+    ("hybrid_needs_more_patients", "traceback", ["--regime", "hybrid_9"], None, "needs 9 fully annotated"),
+]:
+    case(f"train_{_name}", "train", _kind)(_options(_extra, _names, _problem))
 
 
 @case("train_output_dir_is_a_file", "train", "traceback")
 def _output_dir_file(work: Path, shared: Shared) -> Command:
     (work / "out").write_text("my notes\n")
     return Command(train(shared.prepared, work), names="out", problem="file")
-
-
-@case("train_unknown_regime", "train", "traceback")
-def _unknown_regime(work: Path, shared: Shared) -> Command:
-    return Command(train(shared.prepared, work, "--regime", "individul"), names="individul", problem="unknown regime")
-
-
-@case("train_misspelt_key", "train", "silent")
-def _misspelt_key(work: Path, shared: Shared) -> Command:
-    return Command(train(shared.prepared, work, "--epoch", "3"), names="--epoch", problem="did you mean --epochs")
 
 
 @case("train_no_dataset_dir", "train", "traceback")
@@ -390,16 +389,6 @@ def _no_dataset(work: Path, shared: Shared) -> Command:
 @case("train_dataset_dir_not_prepared", "train", "traceback")
 def _not_prepared(work: Path, shared: Shared) -> Command:
     return Command(train(shared.raw, work), names="raw", problem="no dataset.json")
-
-
-@case("train_weak_strategy_absent", "train", "traceback")
-def _weak_absent(work: Path, shared: Shared) -> Command:
-    return Command(train(shared.prepared, work, "--weak", "scribble"), names="scribble", problem="weak labels")
-
-
-@case("train_hybrid_needs_more_patients", "train", "traceback")
-def _hybrid(work: Path, shared: Shared) -> Command:
-    return Command(train(shared.prepared, work, "--regime", "hybrid_9"), problem="needs 9 fully annotated")
 
 
 @case("train_unknown_tracking_scheme", "train", "traceback")

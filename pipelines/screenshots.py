@@ -22,6 +22,9 @@ from typing import Sequence
 from pipelines.folders import output_problem
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
+#: The query that opens MLflow 3.18's model-training view rather than its GenAI one (the UI reads
+#: it from the page address, else from the browser's last choice, which starts at GenAI)
+TRAINING_VIEW = "workflowType=machine_learning"
 
 
 def find_browser() -> str | None:
@@ -78,8 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         server = tracking.start_local_server(backend_store_uri=uri, artifacts_dir=artifacts, timeout=120)
         try:
             pages = {
-                "mlflow_runs.png": f"{server.url}/#/experiments/{experiment.experiment_id}",
-                "mlflow_run.png": f"{server.url}/#/experiments/{experiment.experiment_id}/runs/{chosen[0].info.run_id}",
+                "mlflow_runs.png": f"{server.url}/#/experiments/{experiment.experiment_id}?{TRAINING_VIEW}",
+                "mlflow_run.png": f"{server.url}/#/experiments/{experiment.experiment_id}/runs/{chosen[0].info.run_id}?{TRAINING_VIEW}",
             }
             for name, url in pages.items():
                 screenshot(browser, url, args.out / name)

@@ -29,8 +29,9 @@ def _wait_for(path, process, seconds=120.0):
 @pytest.mark.slow
 def test_ctrl_c_is_one_line_and_keeps_the_checkpoint(tiny_prepared, tmp_path, bundle_cli, engine_mlflow_db):
     out = tmp_path / "run"
-    common = ["--dataset_dir", tiny_prepared, "--regime", "partial", "--epochs", "3", "--hd95", "false",
-              "--progress", "false", "--output_dir", out]
+    # many epochs, so that the interrupt surely lands mid-training, however late the poll sees the checkpoint
+    common = ["--dataset_dir", tiny_prepared, "--regime", "partial", "--epochs", "50", "--hd95", "false",
+              "--progress", "false", "--log_model", "false", "--output_dir", out]
     import subprocess
 
     process = bundle_cli([*common, "--tracking_uri", engine_mlflow_db, "--run_name", "interrupted"], stderr=subprocess.PIPE)
@@ -51,7 +52,7 @@ def test_ctrl_c_is_one_line_and_keeps_the_checkpoint(tiny_prepared, tmp_path, bu
     from mlflow import MlflowClient
 
     assert MlflowClient(tracking_uri=engine_mlflow_db).get_run(info["run_id"]).info.status == "KILLED"
-    assert (out / "checkpoints" / "checkpoint_epoch=1.pt").is_file()  # what --resume true starts from (test_resume.py)
+    assert latest_checkpoint(out) is not None  # what --resume true starts from (test_resume.py)
 
 
 @pytest.mark.slow

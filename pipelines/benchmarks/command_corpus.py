@@ -329,14 +329,6 @@ def rewrite_slice(data: Path, relpath: str, edit: Callable[[np.ndarray], np.ndar
     nib.save(nib.Nifti1Image(array, image.affine, image.header), str(path))
 
 
-def _no_new_in(folder: Path, before: set[str]) -> Callable[[subprocess.CompletedProcess], list[str]]:
-    def check(_: subprocess.CompletedProcess) -> list[str]:
-        added = sorted({p.name for p in folder.iterdir()} - before) if folder.is_dir() else []
-        return [f"wrote {name} in {folder}" for name in added]
-
-    return check
-
-
 # --- the cases --------------------------------------------------------------------------------
 # training values (each stops before anything is built)
 
@@ -520,11 +512,6 @@ def _volume_name_climbs(data: Path, manifest: dict) -> None:
     for volume in manifest.get("volumes", []):
         if isinstance(volume, dict) and volume.get("volume") == old:
             volume["volume"] = "../../escaped"
-
-
-def _not_json(data: Path, manifest: dict) -> None:
-    manifest.clear()
-    manifest["__raw__"] = True
 
 
 def _labels_gap(data: Path, manifest: dict) -> None:

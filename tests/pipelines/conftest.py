@@ -25,6 +25,6 @@ def tiny_vertebral_raw(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_prepared(tmp_path_factory) -> Path:
     """A prepared 4-patient phantom at 32 x 32 (3 training patients, 1 validation)."""
-    from pipelines.regimes import prepare_phantom
+    from pipelines.phantom_data import prepare_phantom
 
     return prepare_phantom(tmp_path_factory.mktemp("tiny_prepared"), cases=4, size=32, inplane=48, log=None)

@@ -38,7 +38,7 @@ def _libc_prctl():
 
 
 _PRCTL = _libc_prctl()
-"""Looked up once, at import, in the parent: between fork and exec (``preexec_fn``) nothing may be loaded."""
+"""Looked up once, at import, in the parent: in a ``preexec_fn``, between fork and exec, nothing may be loaded."""
 
 
 def die_with_parent(parent_pid: int) -> None:

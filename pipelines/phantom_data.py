@@ -2,7 +2,7 @@
 
 ``python -m pipelines.regimes`` (without ``--prepared``), the demo and the training benchmark
 train on it: :func:`prepare_phantom` writes the phantom with the test kit
-(``python -m data_prep phantom acdc``) and prepares it with ``python -m data_prep acdc``,
+(``python -m pipelines.testkit.phantoms acdc``) and prepares it with ``python -m data_prep acdc``,
 cropped to the field of view around the heart.
 """
 
@@ -42,6 +42,7 @@ def prepare_phantom(out_dir: str | os.PathLike, *, cases: int = 24, size: int = 
     An existing prepared folder is reused as is. Returns the prepared folder.
     """
     from data_prep.cli import main as data_prep_main
+    from pipelines.testkit.phantoms.cli import main as phantom_main
 
     out = Path(out_dir)
     raw, prepared = out / "raw_acdc", out / "prepared_acdc"
@@ -56,8 +57,8 @@ def prepare_phantom(out_dir: str | os.PathLike, *, cases: int = 24, size: int = 
     sizes = (["--inplane", str(inplane)] if inplane else []) + (["--frames", str(frames)] if frames else [])
     geometry = ["--resize", "pad-crop", "--inplane-spacing", f"{float(fov_mm) / size:g}"] if fov_mm else []
     steps = [  # (command, its main, argv)
-        ("data_prep", data_prep_main,
-         ["phantom", "acdc", "--out", str(raw), "--cases", str(cases), "--seed", str(seed), "--overwrite", *sizes]),
+        ("pipelines.testkit.phantoms", phantom_main,
+         ["acdc", "--out", str(raw), "--cases", str(cases), "--seed", str(seed), "--overwrite", *sizes]),
         ("data_prep", data_prep_main,
          ["acdc", "--src", str(raw), "--out", str(prepared), "--size", str(size), "--seed", str(seed), "--overwrite",
           *geometry, *prepare_args]),

@@ -58,11 +58,18 @@ class BadInput:
 
 @dataclasses.dataclass
 class Outcome:
-    """What one case did: ``handled`` when every check passed; ``lost`` lists input files changed or removed."""
+    """What one case did: ``handled`` when every check passed; ``lost`` lists input files changed or removed.
+
+    One shape for both corpora: a bad input says what it is in ``summary``; a case of the command
+    corpus (:mod:`pipelines.testkit.command_corpus`) names the command it drives (``entry``) and
+    its class of problem (``kind``).
+    """
 
     name: str
-    summary: str
-    expected: str
+    expected: str = ""
+    summary: str = ""
+    entry: str = ""
+    kind: str = ""
     code: int | None = None
     message: str = ""
     problems: list[str] = dataclasses.field(default_factory=list)
@@ -106,7 +113,7 @@ def run_case(bad: BadInput, workdir: Path, timeout: float = 180.0) -> Outcome:
     """Build ``bad`` under ``workdir/<name>``, run it through the CLI and judge the result."""
     work = Path(workdir) / bad.name
     work.mkdir(parents=True)
-    outcome = Outcome(bad.name, bad.summary, expected="")
+    outcome = Outcome(bad.name, summary=bad.summary)
     started = time.perf_counter()
     try:
         setup = bad.build(work)

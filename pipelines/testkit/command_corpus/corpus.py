@@ -40,7 +40,7 @@ from typing import Callable
 
 import numpy as np
 
-from pipelines.testkit.bad_inputs.corpus import compare_snapshots, judge, lost_files, make_removable, snapshot
+from pipelines.testkit.bad_inputs.corpus import Outcome, compare_snapshots, judge, lost_files, make_removable, snapshot
 
 REPO = Path(__file__).resolve().parents[3]
 CONFIGS = REPO / "bundles" / "wss_segmentation" / "configs"
@@ -136,23 +136,6 @@ class Case:
     build: Callable[[Path, Shared], Command]
 
 
-@dataclasses.dataclass
-class Outcome:
-    name: str
-    entry: str
-    kind: str
-    expected: str
-    code: int | None = None
-    message: str = ""
-    problems: list[str] = dataclasses.field(default_factory=list)
-    lost: list[str] = dataclasses.field(default_factory=list)
-    seconds: float = 0.0
-
-    @property
-    def handled(self) -> bool:
-        return not self.problems and not self.lost
-
-
 CASES: list[Case] = []
 
 
@@ -212,7 +195,7 @@ def run_case(bad: Case, workdir: Path, shared: Shared, runner: Callable[..., sub
     """Build ``bad`` under ``workdir/<name>``, run it (in a fresh process unless ``runner`` says otherwise) and judge it."""
     work = Path(workdir) / bad.name
     (work / "cwd").mkdir(parents=True)
-    outcome = Outcome(bad.name, bad.entry, bad.kind, expected="")
+    outcome = Outcome(bad.name, entry=bad.entry, kind=bad.kind)
     started = time.perf_counter()
     command = bad.build(work, shared)
     outcome.expected = f"exit {command.code}" + (f": {command.problem}" if command.code == 2 else "")

@@ -1,4 +1,7 @@
-"""``python -m data_prep``: one sub-command per source (``phantom`` for synthetic raw data, ``verify`` to check a prepared dataset).
+"""``python -m data_prep``: one sub-command per source, and ``verify`` to check a prepared dataset.
+
+Synthetic raw datasets (phantoms) to try it on are the test kit's: ``python -m
+pipelines.testkit.phantoms acdc --out RAW``.
 
 Each sub-command module exposes ``add_parser(subparsers)`` which registers its parser and sets
 ``func`` (taking the parsed namespace, returning an exit code).
@@ -13,17 +16,15 @@ from data_prep.errors import exit_on_input_error
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from data_prep.phantoms import cli as phantom_cli
     from data_prep import prepare_cli, verify_cli
 
     parser = argparse.ArgumentParser(
         prog="python -m data_prep",
         description="Turn raw 3D medical volumes into a prepared 2D dataset for weakly supervised "
-        "training (NIfTI slices, weak labels, size bounds, splits), or generate synthetic raw "
-        "datasets (phantoms) in the real datasets' layouts.",
+        "training (NIfTI slices, weak labels, size bounds, splits), and check a prepared dataset. "
+        "Synthetic raw datasets (phantoms) in the real layouts: python -m pipelines.testkit.phantoms.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    phantom_cli.add_parser(sub)
     prepare_cli.add_parsers(sub)
     verify_cli.add_parser(sub)
     return parser

@@ -16,7 +16,7 @@ It shows in minutes, on a CPU, what wss-monai is for:
 Time: the demo has one total budget (:class:`DemoSettings` ``minutes``). What the phantom and its
 preparation leave of it, minus a reserve for the report, is split evenly over the rounds of
 ``parallel`` runs; each run stops at the end of the last epoch that fits (the
-:class:`~pipelines.regimes.TimeBudget` handler). Each run's share is decided when it starts,
+:class:`~wss_monai.engine.time_budget.TimeBudget` handler). Each run's share is decided when it starts,
 from the time then left, so a round that overran (a run always completes its first epoch)
 shortens the later ones rather than the demo ending late. The settings are :data:`FULL` and
 :data:`QUICK` below; the options of the "tuning and tests" group override them one by one.
@@ -200,7 +200,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
     from pipelines import report
-    from pipelines.regimes import prepare_phantom, run_regimes
+    from pipelines.phantom_data import prepare_phantom
+    from pipelines.regimes import run_regimes
+    from pipelines.results import console_table
+    from pipelines.store import collect
     from wss_monai import tracking
 
     start = time.time()
@@ -221,7 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         tags={"wss.pipeline": "demo", "wss.demo": stamp},
                         progress=lambda line: print(line, flush=True))
     run_ids = [r for r in frame["run_id"] if isinstance(r, str) and r]
-    runs = report.collect(run_ids=run_ids, tracking_uri=uri)
+    runs = collect(run_ids=run_ids, tracking_uri=uri)
     runs.experiment = ", ".join(sorted(set(runs.frame["experiment"]))) if len(runs.frame) else ""
     data = json.loads((prepared / "dataset.json").read_text())
     patients = {s: len({e["patient"] for e in data.get(s, [])}) for s in ("training", "validation")}
@@ -240,7 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                log=lambda line: print(f"note: {line}"))
     summary = report.summarize(runs.frame)
     failed = [r for r, s in zip(frame["regime"], frame["status"]) if s != "FINISHED"]
-    print(f"\n{report.console_table(summary)}\n")
+    print(f"\n{console_table(summary)}\n")
     if failed:
         print(f"not finished: {', '.join(failed)} (their logs are in {out / 'logs'})")
     print(f"Demo finished in {(time.time() - start) / 60:.1f} min.")

@@ -14,10 +14,10 @@ row per run, and writes to ``--out``:
   ``time.png`` (training time per image).
 
 Whatever a run lacks is left blank: a hand-made run has no timing metrics (those come from the
-pipelines' :class:`~pipelines.regimes.TimeBudget` handler), a run made on another machine has no
+pipelines' :class:`~wss_monai.engine.time_budget.TimeBudget` handler), a run made on another machine has no
 local output folder (then it is left out of the overlays), an interrupted run has no best
 epoch. The demo and ``pipelines.reproduce`` write their reports with this module
-(:func:`collect`, :func:`write_report`), so all reports read alike.
+(:func:`pipelines.store.collect`, :func:`write_report`), so all reports read alike.
 
 Rows: a run's row is its MLflow tag ``wss.row`` (set by the pipelines: the regime, or
 ``bounds_<lo>_<hi>`` for Table 4's fixed bounds), else its ``regime`` tag; its table is the tag
@@ -27,7 +27,7 @@ they were measured on.
 
 Preparations: an experiment is named after its dataset, so it may hold the same data prepared
 twice (say at 256 and at 64 pixels). Runs are grouped by the prepared dataset's fingerprint (tag
-:data:`FINGERPRINT_TAG`; runs logged without it form one unknown preparation): two preparations
+:data:`pipelines.store.FINGERPRINT_TAG`; runs logged without it form one unknown preparation): two preparations
 are two rows, never two "seeds" of one, and the report says so above its tables.
 
 Example::
@@ -41,48 +41,29 @@ import argparse
 import math
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from pipelines.folders import output_problem
+from pipelines.results import (
+    console_table,
+    ordered_rows,
+    preparations,
+    runs_markdown,
+    summary_markdown,
+    table_heading,
+    text_column,
+)
+from pipelines.store import Runs, collect
 
 __all__ = [
-    "RUN_COLUMNS",
-    "FINGERPRINT_TAG",
-    "preparations",
-    "Runs",
-    "collect",
     "summarize",
-    "summary_markdown",
-    "runs_markdown",
     "write_report",
     "main",
 ]
 
-HISTORY_KEYS = ("val_dice_3d_mean", "val_dice_2d_one_mean", "val_dice_2d_nan_mean", "val_hd95_mean",
-                "time_train_s", "time_train_images", "train_loss")
-"""Per-epoch metrics a report reads (the bundles' and :class:`~pipelines.regimes.TimeBudget`'s)."""
-
-RUN_COLUMNS = ["run_id", "run_name", "experiment", "status", "table", "row", "regime", "seed", "key", "bundle", "dataset",
-               "fingerprint", "image_size", "epochs", "best_epoch", "dice_3d", "dice_2d_one", "dice_2d_nan", "hd95_mm", "dice_3d_last",
-               "train_s", "train_images", "ms_per_image", "run_s", "start_time", "output_dir", "checkpoint", "dataset_dir"]
-"""Columns of ``runs.csv``, one row per MLflow run."""
-
 TABLE_ORDER = ("1", "2", "3", "4", "5")
-
-FINGERPRINT_TAG = "dataset_fingerprint"
-"""The MLflow tag (and param) naming the prepared dataset a run trained on: 12 hex characters.
-
-An experiment is named after its dataset (``acdc-lv``), so one experiment can hold the same data
-prepared twice (at 256 and at 64 pixels): everything that summarises runs groups them by this
-tag, never averaging two preparations as if they were seeds. Runs logged before the tag existed
-have none: they form one preparation of their own, the unknown one (empty fingerprint)."""
-
-SHORT_FINGERPRINT = 6
-"""Characters of a fingerprint shown in the tables' preparation column (the full one is in the
-line above the tables, ``runs.csv`` and ``summary.csv``)."""
 
 LEGEND = (
     "Scores are those of each run's best epoch by validation 3D Dice (the checkpoint the bundles keep), as mean "
@@ -97,214 +78,11 @@ LEGEND = (
 
 
 # --------------------------------------------------------------------------------------------
-# reading runs
-
-
-@dataclass
-class Runs:
-    """The runs of a report: ``frame`` (one row per run, :data:`RUN_COLUMNS`) and ``curves``
-    (run id -> {epoch: validation 3D Dice})."""
-
-    frame: Any
-    curves: dict[str, dict[int, float]] = field(default_factory=dict)
-    tracking_uri: str = ""
-    experiment: str = ""
-
-
-def _nan(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
-def _history(client, run, key: str) -> dict[int, float]:
-    if key not in run.data.metrics:
-        return {}
-    return {int(m.step): float(m.value) for m in client.get_metric_history(run.info.run_id, key)}
-
-
-def _image_size(value: Any) -> str:
-    """The param ``image_size`` (``"64x64"``; runs of earlier versions: ``resolved.image_size`` ``"[64, 64]"``) as ``"64x64"``.
-
-    "" when unknown or ``"none"``.
-
-    Two preparations of one dataset usually differ by their slice size, the first thing a reader
-    asks when a report says an experiment holds several."""
-    sizes = [part for part in str(value or "").strip("[]() ").replace(",", " ").replace("x", " ").split() if part.isdigit()]
-    return "x".join(sizes) if sizes else ""
-
-
-def run_record(client, run, experiment: str = "") -> tuple[dict[str, Any], dict[int, float]]:
-    """One MLflow run as a report row (:data:`RUN_COLUMNS`) and its validation 3D Dice per epoch.
-
-    Scores are those of the best epoch by ``val_dice_3d_mean``; the timing sums
-    ``time_train_s`` and ``time_train_images`` over epochs. Missing metrics give NaN, a missing
-    or foreign output folder gives an empty ``output_dir``.
-    """
-    import pandas as pd
-
-    tags = run.data.tags
-    h = {key: _history(client, run, key) for key in HISTORY_KEYS}
-    dice = {e: v for e, v in h["val_dice_3d_mean"].items() if not math.isnan(v)}
-    best_epoch = max(dice, key=lambda e: (dice[e], -e)) if dice else None
-    steps = set(h["val_dice_3d_mean"]) | set(h["train_loss"]) | set(h["time_train_s"])
-    output_dir = tags.get("output_dir") or run.data.params.get("resolved.output_dir") or ""
-    folder = Path(output_dir) if output_dir else None
-    checkpoint = folder / "models" / "model.pt" if folder is not None else None
-    seed = tags.get("seed")
-    params = run.data.params
-    train_s = sum(h["time_train_s"].values()) if h["time_train_s"] else math.nan
-    images = sum(h["time_train_images"].values()) if h["time_train_images"] else math.nan
-    start = run.info.start_time
-    end = run.info.end_time
-    record = {
-        "run_id": run.info.run_id,
-        "run_name": run.info.run_name,
-        "experiment": experiment,
-        "status": run.info.status,
-        "table": tags.get("wss.table", ""),
-        "row": tags.get("wss.row") or tags.get("regime") or run.info.run_name,
-        "regime": tags.get("regime", ""),
-        "seed": int(seed) if seed not in (None, "") and str(seed).lstrip("-").isdigit() else None,
-        "key": tags.get("wss.key", ""),
-        "bundle": tags.get("bundle", ""),
-        "dataset": tags.get("dataset", ""),
-        "fingerprint": str(tags.get(FINGERPRINT_TAG) or params.get(FINGERPRINT_TAG) or params.get(f"resolved.{FINGERPRINT_TAG}") or ""),
-        "image_size": _image_size(params.get("image_size") or params.get("resolved.image_size")),
-        "epochs": max(steps) if steps else 0,
-        "best_epoch": best_epoch,
-        "dice_3d": dice[best_epoch] if best_epoch is not None else math.nan,
-        "dice_2d_one": h["val_dice_2d_one_mean"].get(best_epoch, math.nan),
-        "dice_2d_nan": h["val_dice_2d_nan_mean"].get(best_epoch, math.nan),
-        "hd95_mm": h["val_hd95_mean"].get(best_epoch, math.nan),
-        "dice_3d_last": dice[max(dice)] if dice else math.nan,
-        "train_s": train_s,
-        "train_images": images,
-        "ms_per_image": 1000.0 * train_s / images if images and not math.isnan(images) and images > 0 else math.nan,
-        "run_s": (end - start) / 1000.0 if start and end else math.nan,
-        "start_time": pd.to_datetime(start, unit="ms", utc=True) if start else pd.NaT,
-        "output_dir": str(folder) if folder is not None and folder.is_dir() else "",
-        "checkpoint": str(checkpoint) if checkpoint is not None and checkpoint.is_file() else "",
-        "dataset_dir": params.get("resolved.dataset_dir") or params.get("dataset_dir") or "",
-    }
-    return record, dice
-
-
-def collect(
-    experiment: str | None = None,
-    tracking_uri: str | None = None,
-    *,
-    run_ids: Sequence[str] | None = None,
-    where: Callable[[Any], bool] | None = None,
-) -> Runs:
-    """Read runs from MLflow: every run of ``experiment``, or the runs ``run_ids`` (any experiment).
-
-    Args:
-        experiment: experiment name (ignored when ``run_ids`` is given).
-        tracking_uri: the store (:func:`wss_monai.tracking.resolve_tracking_uri`; default: the
-            working folder's ``mlruns.db``).
-        run_ids: read these runs only, in this order.
-        where: keep only the MLflow runs for which it returns True (e.g. the pipelines' keys).
-
-    Raises:
-        ValueError: the experiment does not exist (the message lists those that do).
-    """
-    import pandas as pd
-    from mlflow import MlflowClient
-
-    from wss_monai import tracking
-
-    uri = tracking.resolve_tracking_uri(tracking_uri)
-    client = MlflowClient(tracking_uri=uri)
-    names: dict[str, str] = {}
-    if run_ids is not None:
-        found = [client.get_run(run_id) for run_id in run_ids]
-    else:
-        if not experiment:
-            raise ValueError("give an experiment name or run ids")
-        found = tracking.experiment_runs(experiment, uri, client=client)
-        if found:
-            names[found[0].info.experiment_id] = experiment
-    rows, curves = [], {}
-    for run in found:
-        if where is not None and not where(run):
-            continue
-        exp_id = run.info.experiment_id
-        if exp_id not in names:
-            names[exp_id] = client.get_experiment(exp_id).name
-        record, curve = run_record(client, run, names[exp_id])
-        rows.append(record)
-        curves[record["run_id"]] = curve
-    frame = pd.DataFrame(rows, columns=RUN_COLUMNS)
-    return Runs(frame=frame, curves=curves, tracking_uri=uri, experiment=experiment or "")
-
-
-# --------------------------------------------------------------------------------------------
 # summary over seeds, with the papers' numbers
 
 
 def _table_rank(table: str) -> tuple:
     return (TABLE_ORDER.index(table), "") if table in TABLE_ORDER else (len(TABLE_ORDER) + (0 if table else 1), table)
-
-
-def ordered_rows(table: str, dataset: str | None, rows: Iterable[str]) -> list[str]:
-    """Rows in the paper's order for ``table`` (when it has them), the others in Table 1 order."""
-    from pipelines.regimes import order_regimes
-    from pipelines.reporting import paper
-
-    rows = list(dict.fromkeys(rows))
-    if not table:  # rows outside the papers' tables: Table 1 order, then full_<n> / hybrid_<n> pairs
-        return order_regimes(rows)
-    paper_order = [e["row"] for e in paper.paper_rows(table, dataset)]
-    known = [r for r in paper_order if r in rows]
-    rest = order_regimes([r for r in rows if r not in known])
-    return known + rest
-
-
-def _text(frame, column: str):
-    """A text column with blanks for missing values (a frame built by hand may hold NaN)."""
-    if column not in frame:
-        return frame.index.to_series().map(lambda _: "")
-    return frame[column].map(lambda v: "" if _nan(v) else str(v))
-
-
-@dataclass(frozen=True)
-class Preparation:
-    """One prepared dataset among a report's runs: its fingerprint (empty: runs logged before the
-    :data:`FINGERPRINT_TAG` existed), dataset name, slice size, number of runs and the short
-    ``label`` the tables show."""
-
-    fingerprint: str
-    dataset: str
-    image_size: str
-    runs: int
-    label: str
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.fingerprint, self.dataset)
-
-
-def preparations(frame) -> list[Preparation]:
-    """The distinct preparations of ``frame`` in order of first appearance (oldest run first).
-
-    A preparation is a (fingerprint, dataset name) pair: the fingerprint tells two preparations of
-    one dataset apart, and the name still tells apart two datasets among old runs that have no
-    fingerprint. Labels are the first :data:`SHORT_FINGERPRINT` characters (``unknown`` without
-    one), with the dataset name added where two labels would read alike.
-    """
-    if frame is None or not len(frame):
-        return []
-    fps, names = _text(frame, "fingerprint"), _text(frame, "dataset")
-    sizes = _text(frame, "image_size")
-    keys = list(dict.fromkeys(zip(fps, names)))
-    short = {k: (k[0][:SHORT_FINGERPRINT] or "unknown") for k in keys}
-    seen = [short[k] for k in keys]
-    out = []
-    for fp, name in keys:
-        mine = (fps == fp) & (names == name)
-        size = next((v for v in sizes[mine] if v), "")
-        label = short[(fp, name)] + (f" {name}" if name and seen.count(short[(fp, name)]) > 1 else "")
-        out.append(Preparation(fp, name, size, int(mine.sum()), label))
-    return out
 
 
 def preparations_line(frame) -> str:
@@ -347,7 +125,7 @@ def summarize(frame) -> Any:
     if frame is None or not len(frame):
         return pd.DataFrame(columns=columns)
     preps = preparations(frame)
-    frame = frame.assign(_fp=_text(frame, "fingerprint"), _ds=_text(frame, "dataset"), _table=_text(frame, "table"))
+    frame = frame.assign(_fp=text_column(frame, "fingerprint"), _ds=text_column(frame, "dataset"), _table=text_column(frame, "table"))
     out = []
     for table in sorted(frame["_table"].unique(), key=_table_rank):
         in_table = frame[frame["_table"] == table]
@@ -414,90 +192,6 @@ def duplicates_line(summary) -> str:
     return (f"Duplicate runs: {int(rows['duplicates'].sum())} FINISHED run(s) repeat a seed already run on the same "
             f"preparation ({'; '.join(named)}). Each seed counts once: its latest run is the one averaged; all runs are "
             "listed under Runs.")
-
-
-def _num(value: Any, digits: int) -> str:
-    if _nan(value):
-        return ""
-    return f"{float(value):.{digits}f}"
-
-
-def _pm(mean: Any, std: Any, digits: int) -> str:
-    if _nan(mean):
-        return ""
-    return f"{float(mean):.{digits}f}" + ("" if _nan(std) else f" ± {float(std):.{digits}f}")
-
-
-def _paper_cell(row) -> str:
-    if _nan(row["paper"]):
-        return ""
-    value = row["paper"]
-    text = f"{value:.4f}" if float(value) < 10 else f"{value:g}"
-    return text if row["paper_table"] in ("", row["table"]) else f"{text} (T{row['paper_table']})"
-
-
-def _table_heading(table: str) -> str:
-    from pipelines.reporting import paper
-
-    if not table:
-        return "Regimes"
-    title = paper.table_title(table)
-    return f"Table {table}" + (f" (paper: {title})" if title else "")
-
-
-def _prep_cells(part) -> tuple[str, str, Callable[[Any], str]]:
-    """Header, separator and cell of the preparation column: present only when the summary holds several."""
-    if "preparation" in part and (part["preparation"].fillna("") != "").any():
-        return " preparation |", "---|", lambda r: f" {r['preparation']} |"
-    return "", "", lambda r: ""
-
-
-def summary_markdown(summary, table: str) -> str:
-    """The Markdown table of one table's rows of :func:`summarize`.
-
-    A ``preparation`` column (the short fingerprint) follows ``row`` only when a row of the table holds
-    runs of several preparations, so the usual single-preparation report reads as before."""
-    part = summary[summary["table"] == table]
-    head, sep, cell = _prep_cells(part)
-    if table == "5":
-        lines = [f"| row |{head} seeds | ms/image (ours) | x partial (ours) | paper ms/batch | x partial (paper) | val 3D Dice |",
-                 f"|---|{sep}---|---|---|---|---|---|"]
-        for _, r in part.iterrows():
-            same = part[(part["row"] == "partial") & (part["fingerprint"] == r["fingerprint"]) & (part["dataset"] == r["dataset"])]
-            ours0 = float(same["ms_per_image_mean"].iloc[0]) if len(same) else math.nan  # the same preparation's partial
-            paper0 = float(same["paper"].iloc[0]) if len(same) else math.nan
-            ratio = r["ms_per_image_mean"] / ours0 if ours0 and not _nan(ours0) else math.nan
-            pratio = r["paper"] / paper0 if paper0 and not _nan(paper0) else math.nan
-            lines.append(f"| {r['row']} |{cell(r)} {r['seeds']} | {_pm(r['ms_per_image_mean'], r['ms_per_image_std'], 1)} | "
-                         f"{_num(ratio, 2)} | {_num(r['paper'], 0)} | {_num(pratio, 2)} | {_pm(r['dice_3d_mean'], r['dice_3d_std'], 3)} |")
-        return "\n".join(lines)
-    lines = [f"| row |{head} seeds | val 3D Dice (ours) | paper | 2D Dice (empty=1) | 2D Dice (empty skipped) | HD95 mm | epochs | ms/image | not finished |",
-             f"|---|{sep}---|---|---|---|---|---|---|---|---|"]
-    for _, r in part.iterrows():
-        lines.append(f"| {r['row']} |{cell(r)} {r['seeds']} | {_pm(r['dice_3d_mean'], r['dice_3d_std'], 3)} | {_paper_cell(r)} | "
-                     f"{_num(r['dice_2d_one_mean'], 3)} | {_num(r['dice_2d_nan_mean'], 3)} | {_num(r['hd95_mean'], 1)} | "
-                     f"{_num(r['epochs_mean'], 0)} | {_pm(r['ms_per_image_mean'], r['ms_per_image_std'], 1)} | "
-                     f"{r['unfinished'] or ''} |")
-    return "\n".join(lines)
-
-
-def runs_markdown(frame) -> str:
-    """Every run, one line each: name, table and row, seed, status, best Dice, epochs, timing, output folder
-    (and its preparation when the runs hold several)."""
-    preps = preparations(frame)
-    labels = {p.key: p.label for p in preps} if len(preps) > 1 else {}
-    head, sep = (" preparation |", "---|") if labels else ("", "")
-    fps, names = _text(frame, "fingerprint"), _text(frame, "dataset")
-    lines = [f"| run | table | row |{head} seed | status | val 3D Dice | best epoch | epochs | ms/image | output folder |",
-             f"|---|---|---|{sep}---|---|---|---|---|---|---|"]
-    for i, (_, r) in enumerate(frame.iterrows()):
-        seed = "" if _nan(r["seed"]) else str(int(r["seed"]))
-        best = "" if _nan(r["best_epoch"]) else str(int(r["best_epoch"]))
-        prep = f" {labels[(fps.iloc[i], names.iloc[i])]} |" if labels else ""
-        lines.append(f"| {r['run_name']} | {r['table']} | {r['row']} |{prep} {seed} | {r['status']} | {_num(r['dice_3d'], 3)} | "
-                     f"{best} | {int(r['epochs']) if not _nan(r['epochs']) else ''} | {_num(r['ms_per_image'], 1)} | "
-                     f"{r['output_dir']} |")
-    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------------------------
@@ -572,7 +266,7 @@ def write_report(
     if not len(frame):
         lines += ["No runs to report.", ""]
     for table in summary["table"].unique() if len(summary) else []:
-        lines += [f"## {_table_heading(table)}", "", summary_markdown(summary, table), ""]
+        lines += [f"## {table_heading(table)}", "", summary_markdown(summary, table), ""]
         note = paper.table_note(table) if table else ""
         if note:
             lines += [f"*{note}*", ""]
@@ -613,19 +307,11 @@ def overlay_runs(frame) -> tuple[Any, list[str]]:
     preps = preparations(frame)
     if len(preps) < 2:
         return frame, []
-    fps, names = _text(frame, "fingerprint"), _text(frame, "dataset")
+    fps, names = text_column(frame, "fingerprint"), text_column(frame, "dataset")
     done = frame["status"] == "FINISHED"
     best = max(preps, key=lambda p: int((done & (fps == p.fingerprint) & (names == p.dataset)).sum()))
     keep = (fps == best.fingerprint) & (names == best.dataset)
     return frame[keep], [f"overlays show the runs of preparation {best.label} only ({len(preps) - 1} other preparation(s) left out)"]
-
-
-def console_table(summary) -> str:
-    """The summary tables as plain Markdown for a terminal (no figures)."""
-    blocks = []
-    for table in summary["table"].unique():
-        blocks.append(f"{_table_heading(table)}\n\n{summary_markdown(summary, table)}")
-    return "\n\n".join(blocks)
 
 
 # --------------------------------------------------------------------------------------------
@@ -688,7 +374,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(console_table(summary))
     print(f"\nReport: {path}\nRuns: {out / 'runs.csv'}  Summary: {out / 'summary.csv'}\nBrowse the runs: {tracking.ui_command(uri)}")
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

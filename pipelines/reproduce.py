@@ -1,7 +1,7 @@
 """Reproduce the papers' tables on a dataset: ``python -m pipelines.reproduce --dataset D --src RAW``.
 
 The experiments of Kervadec et al. (MedIA 2019) as bundle runs tracked in MLflow, several seeds
-each, then one report (:mod:`pipelines.report`) with mean and standard deviation over seeds and
+each (planned by :mod:`pipelines.paper_tables`), then one report (:mod:`pipelines.report`) with mean and standard deviation over seeds and
 the papers' numbers beside ours:
 
 =====  =============================================================================================
@@ -54,132 +54,25 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.folders import output_problem
+from pipelines.paper_tables import (  # the plan's names stay this command's public names
+    HYBRID_N,
+    TABLE1_ROWS,
+    TABLE3_ROWS,
+    TABLE5_EPOCHS,
+    TABLE5_ROWS,
+    TABLES,
+    TAG_INTERRUPTED,
+    TAG_KEY,
+    PlannedRun,
+    bounds_pairs,
+    plan_runs,
+    variant_bounds,
+)
 
-__all__ = ["TABLES", "TABLE1_ROWS", "TABLE3_ROWS", "TABLE5_ROWS", "PlannedRun", "plan_runs", "bounds_pairs",
+__all__ = ["TABLES", "TABLE1_ROWS", "TABLE3_ROWS", "TABLE5_ROWS", "TABLE5_EPOCHS", "PlannedRun", "plan_runs", "bounds_pairs",
            "variant_bounds", "reconcile", "main"]
 
 DATASETS = ("acdc", "promise12", "vertebral", "custom")
-TABLES = ("1", "2", "3", "4", "5")
-
-TABLE1_ROWS = ("partial", "lagrangian_tags", "tags", "lagrangian_common", "common", "lagrangian_individual", "individual",
-               "volume3d", "full")
-TABLE3_ROWS = ("partial", "tags", "common", "individual", "full")
-TABLE5_ROWS = ("partial", "tags", "lagrangian_tags", "common", "lagrangian_common", "full")
-HYBRID_N = (5, 10, 25)
-
-TABLE5_EPOCHS = 2
-"""Epochs of a Table 5 run (timing needs few; at batch 1 an epoch is long)."""
-
-PAPER_SLICE_AREA = 256 * 256
-"""Pixels of the papers' slices: Table 4's fixed bounds are on this grid."""
-
-TAG_KEY, TAG_TABLE, TAG_ROW, TAG_PIPELINE, TAG_INTERRUPTED = "wss.key", "wss.table", "wss.row", "wss.pipeline", "wss.interrupted"
-
-
-# --------------------------------------------------------------------------------------------
-# what to run
-
-
-@dataclass(frozen=True)
-class PlannedRun:
-    """One (table, row, seed) of the reproduction.
-
-    ``prepared`` is the dataset it trains on (a Table 4 bounds variant has its own);
-    ``overrides`` are bundle keys (Table 5: ``batch_size`` 1); ``epochs`` caps its epochs.
-    """
-
-    key: str
-    table: str
-    row: str
-    regime: str
-    seed: int
-    prepared: Path
-    overrides: Mapping[str, Any] = field(default_factory=dict)
-    epochs: int | None = None
-    bounds: tuple[float, float] | None = None
-
-    @property
-    def base_name(self) -> str:
-        """The run name of the first attempt (``t1-individual-s0``)."""
-        return f"t{self.table}-{self.row}-s{self.seed}"
-
-    def tags(self) -> dict[str, str]:
-        out = {TAG_KEY: self.key, TAG_TABLE: self.table, TAG_ROW: self.row, TAG_PIPELINE: "reproduce"}
-        if self.bounds is not None:
-            out["wss.bounds"] = f"{self.bounds[0]:g},{self.bounds[1]:g}"
-        return out
-
-
-def bounds_pairs() -> list[tuple[str, tuple[float, float]]]:
-    """Table 4's fixed bounds as (row, (lo, hi)) in the paper's pixels, from ``paper_numbers.json``."""
-    from pipelines.reporting import paper
-
-    return [(e["row"], (float(e["bounds"][0]), float(e["bounds"][1]))) for e in paper.paper_rows("4", "vertebral") if "bounds" in e]
-
-
-def variant_bounds(pair: tuple[float, float], slice_area: int) -> tuple[float, float]:
-    """A paper bound pair moved to slices of ``slice_area`` pixels (same share of the image)."""
-    scale = slice_area / PAPER_SLICE_AREA
-    return round(pair[0] * scale, 1), round(pair[1] * scale, 1)
-
-
-def plan_runs(
-    tables: Sequence[str],
-    *,
-    dataset: str,
-    seeds: Sequence[int],
-    prepared: Path,
-    variants: Mapping[str, tuple[Path, tuple[float, float]]] | None = None,
-    hybrid_n: Sequence[int] = HYBRID_N,
-    training_patients: int | None = None,
-    only: Sequence[str] | None = None,
-    epochs: int | None = None,
-) -> tuple[list[PlannedRun], list[str]]:
-    """The runs of the chosen tables, and notes on what was left out and why.
-
-    Args:
-        tables: table numbers (``"1"`` ... ``"5"``).
-        dataset: the ``--dataset`` name (part of every key).
-        seeds: the seeds (every row runs once per seed).
-        prepared: the prepared dataset.
-        variants: Table 4 rows -> (their prepared variant, bounds in pixels as prepared).
-        hybrid_n: Table 2's n; an n the training patients cannot provide is left out.
-        training_patients: patients of the training split (for the hybrid check).
-        only: keep only these rows (names of rows or regimes).
-        epochs: epoch cap of every run (Table 5: at most :data:`TABLE5_EPOCHS`).
-    """
-    notes: list[str] = []
-    rows: list[tuple[str, str, str, Path, dict, int | None, tuple | None]] = []  # table, row, regime, prepared, overrides, epochs, bounds
-    for table in tables:
-        if table == "1":
-            rows += [(table, r, r, prepared, {}, epochs, None) for r in TABLE1_ROWS]
-        elif table == "2":
-            ns = []
-            for n in hybrid_n:
-                if training_patients is not None and n >= training_patients:
-                    notes.append(f"Table 2: n = {n} left out (the dataset has {training_patients} training patients)")
-                else:
-                    ns.append(n)
-            names = ["common"] + [name for n in ns for name in (f"full_{n}", f"hybrid_{n}")] + ["full"]
-            rows += [(table, r, r, prepared, {}, epochs, None) for r in names]
-        elif table == "3":
-            rows += [(table, r, r, prepared, {}, epochs, None) for r in TABLE3_ROWS]
-        elif table == "4":
-            rows.append((table, "individual", "individual", prepared, {}, epochs, None))
-            for row, (folder, bounds) in (variants or {}).items():
-                rows.append((table, row, "common", folder, {}, epochs, bounds))
-        elif table == "5":
-            cap = min(epochs, TABLE5_EPOCHS) if epochs else TABLE5_EPOCHS
-            rows += [(table, r, r, prepared, {"batch_size": 1}, cap, None) for r in TABLE5_ROWS]
-        else:
-            raise ValueError(f"unknown table {table!r}")
-    if only:
-        wanted = set(only)
-        rows = [r for r in rows if r[1] in wanted or r[2] in wanted]
-    plan = [PlannedRun(key=f"{dataset}/t{t}/{row}/s{seed}", table=t, row=row, regime=regime, seed=seed, prepared=folder,
-                       overrides=overrides, epochs=cap, bounds=bounds)
-            for seed in seeds for (t, row, regime, folder, overrides, cap, bounds) in rows]
-    return plan, notes
 
 
 # --------------------------------------------------------------------------------------------
@@ -211,7 +104,7 @@ def same_preparation(run, fingerprint: str | None, folder: Path) -> bool:
     tag when both are known; else (runs logged before fingerprints) by the dataset folder the run
     logged as a param; a run that logged neither (killed as it was created) is taken by its key.
     """
-    from pipelines.report import FINGERPRINT_TAG
+    from pipelines.store import FINGERPRINT_TAG
 
     tagged = run.data.tags.get(FINGERPRINT_TAG) or run.data.params.get(FINGERPRINT_TAG) or ""
     if tagged and fingerprint:
@@ -473,7 +366,9 @@ def _run(args: argparse.Namespace, out: Path, tables: list[str], hybrid_n: list[
     from tqdm.auto import tqdm
 
     from pipelines import report
-    from pipelines.regimes import describe_result, run_many
+    from pipelines.results import console_table
+    from pipelines.runner import describe_result, run_many
+    from pipelines.store import collect, init_store
     from wss_monai import tracking
 
     start = time.time()
@@ -509,8 +404,6 @@ def _run(args: argparse.Namespace, out: Path, tables: list[str], hybrid_n: list[
     if not plan:
         print("error: nothing to run (check --tables and --regimes)", file=sys.stderr)
         return 2
-    from pipelines.regimes import init_store
-
     init_store(uri)
     state = reconcile(plan, uri, experiment, out)
     say(f"{len(plan)} runs planned ({len(tables)} table(s) x rows x {args.seeds} seed(s)) in experiment {experiment!r} of {uri}: "
@@ -548,7 +441,7 @@ def _run(args: argparse.Namespace, out: Path, tables: list[str], hybrid_n: list[
     finally:
         bar.close()
     keys = {item.key for item in plan}
-    runs = report.collect(experiment, uri, where=lambda run: state.belongs(run, plan))
+    runs = collect(experiment, uri, where=lambda run: state.belongs(run, plan))
     finished = set(runs.frame.loc[runs.frame["status"] == "FINISHED", "key"])
     budget = (f"{args.minutes_per_run:g} min per run" if args.minutes_per_run else "no time budget") + (
         f", at most {args.epochs} epochs" if args.epochs else ", the bundles' default epochs")
@@ -562,7 +455,7 @@ def _run(args: argparse.Namespace, out: Path, tables: list[str], hybrid_n: list[
                                intro=intro, overlays=not args.no_overlays, log=lambda line: say(f"note: {line}"))
     summary = report.summarize(runs.frame)
     if len(summary):
-        say("\n" + report.console_table(summary) + "\n")
+        say("\n" + console_table(summary) + "\n")
     missing = sorted(keys - finished)
     say(f"Reproduction {'complete' if not missing else 'incomplete'}: {len(finished)}/{len(plan)} runs finished in "
         f"{(time.time() - start) / 60:.1f} min" + (f"; not finished: {', '.join(missing)} (rerun to retry)" if missing else "") + ".")

@@ -23,7 +23,7 @@ PHANTOM_CASES = {"acdc": 5, "promise12": 4, "vertebral": 3}
 
 
 def _phantom(tmp_path_factory, dataset: str):
-    from data_prep.phantoms import generate
+    from pipelines.testkit.phantoms import generate
 
     root = tmp_path_factory.mktemp(f"{dataset}_phantom") / "raw"
     return generate(dataset, root, cases=PHANTOM_CASES[dataset], seed=0, small=True)

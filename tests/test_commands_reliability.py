@@ -1,6 +1,6 @@
 """Every user-facing command, given a bad value, ends with one line and exit code 2.
 
-One case per entry point from the corpus of ``pipelines/benchmarks/command_corpus.py`` (the
+One case per entry point from the corpus of ``pipelines/testkit/command_corpus/`` (the
 reliability benchmark runs all of it). The bundles run as real processes; the Python entry
 points run in this process through ``runpy`` (the same ``__main__`` a ``python -m`` runs),
 which keeps the test quick (a tampered prepared dataset through a bundle run is
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.benchmarks.command_corpus import CASES, Shared, run_case, run_in_process, run_module
+from pipelines.testkit.command_corpus import CASES, Shared, run_case, run_in_process, run_module
 
 #: entry point -> (a corpus case, whether it needs its own process)
 ONE_PER_ENTRY = {
@@ -27,7 +27,7 @@ ONE_PER_ENTRY = {
     "report": ("report_out_is_a_file", False),
     "benchmarks": ("benchmarks_unknown_name", False),
     "data_prep verify": ("verify_not_a_dataset", False),
-    "data_prep phantom": ("phantom_cases_zero", False),
+    "testkit phantoms": ("phantom_cases_zero", False),
 }
 BY_NAME = {c.name: c for c in CASES}
 

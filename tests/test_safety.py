@@ -127,7 +127,7 @@ def test_values_forwarded_to_a_bundle_run_arrive_as_the_same_string(value, tmp_p
 
     from monai.bundle import ConfigParser
 
-    from pipelines import regimes
+    from pipelines import runner
 
     started = {}
 
@@ -137,9 +137,9 @@ def test_values_forwarded_to_a_bundle_run_arrive_as_the_same_string(value, tmp_p
 
     monkeypatch.setattr(subprocess, "Popen", FakePopen)
     monkeypatch.chdir(tmp_path)
-    process = regimes.RegimeProcess(tmp_path / "prepared", "individual", out_dir=tmp_path / "out", tracking_uri=value,
-                                    run_name="run-1", experiment=value, seconds=None, epochs=1,
-                                    tags={"who": value}, overrides={"weak": value})
+    process = runner.RegimeProcess(tmp_path / "prepared", "individual", out_dir=tmp_path / "out", tracking_uri=value,
+                                   run_name="run-1", experiment=value, seconds=None, epochs=1,
+                                   tags={"who": value}, overrides={"weak": value})
     process._log.close()
     cmd = started["cmd"]
     keys = [arg for arg in cmd if arg.startswith("--")]

@@ -17,7 +17,7 @@ QUICK_CASES = 4
 
 def _prepare(work: Path, cases: int, size: int) -> Path:
     from data_prep.cli import main
-    from data_prep.phantoms import generate
+    from pipelines.testkit.phantoms import generate
 
     raw = generate("acdc", work / "raw", cases=cases, seed=0, small=True)
     out = work / "prepared"

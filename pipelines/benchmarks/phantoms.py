@@ -26,7 +26,7 @@ def cpu_seconds() -> float:
 
 def timed_generate(dataset: str, out: Path, **kwargs) -> tuple[float, float, float]:
     """(wall-clock seconds, CPU seconds, MB written) of one ``generate`` call."""
-    from data_prep.phantoms import generate
+    from pipelines.testkit.phantoms import generate
 
     start, cpu = time.perf_counter(), cpu_seconds()
     root = generate(dataset, out, **kwargs)

@@ -1,7 +1,7 @@
 """Data preparation throughput: ACDC-sized phantoms, slices per second with 1 and 2 workers.
 
 ``--user-labels``: the same phantom with the annotator's scribble label maps beside every frame
-(``phantom acdc --annotator N`` keeping every full mask), prepared in one run as today (full masks,
+(``python -m pipelines.testkit.phantoms acdc --annotator N`` keeping every full mask), prepared in one run as today (full masks,
 five generated strategies) and with the user label maps added (``--weak-labels``), 2 workers each,
 alternating ``--repeats`` times (the fastest of each counts: other work on the machine only adds
 time); the ratio of the two is the cost of reading, checking, resampling and writing the user's
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.user_labels:
         return user_labels(cases, args.size, args.workdir, max(1, args.repeats))
 
-    from data_prep.phantoms import generate
+    from pipelines.testkit.phantoms import generate
 
     with tempfile.TemporaryDirectory(dir=args.workdir) as work:
         work = Path(work)
@@ -80,7 +80,7 @@ def user_labels(cases: int, size: int, workdir: Path | None, repeats: int = 2) -
     """Today's preparation vs the same with user label maps, on one phantom, in one run."""
     import shutil
 
-    from data_prep.phantoms import generate
+    from pipelines.testkit.phantoms import generate
 
     with tempfile.TemporaryDirectory(dir=workdir) as work:
         work = Path(work)

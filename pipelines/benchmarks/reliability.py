@@ -2,7 +2,7 @@
 
 Data preparation: the bad-input corpus and SIGKILLed ``python -m data_prep`` runs. Every other
 command (training, evaluation and inference bundles, export, the pipelines, ``data_prep verify``):
-the corpus of ``pipelines/benchmarks/command_corpus.py``, each case a real command line. Training (a tiny
+the corpus of ``pipelines/testkit/command_corpus/``, each case a real command line. Training (a tiny
 phantom, 32 x 32, 3 epochs of ``bundles/wss_segmentation`` on the CPU, determinism on): runs SIGKILLed
 mid-epoch and resumed with ``--resume true`` (same metrics as an uninterrupted run, one MLflow run),
 a tracking server unreachable from the start or killed mid-run (training completes, the fallback
@@ -61,7 +61,7 @@ def section(name: str):
 
 @section("bad inputs (python -m data_prep)")
 def bad_inputs(work: Path, args: argparse.Namespace) -> list[Row]:
-    from data_prep.bad_inputs import CASES, make_removable, run_case
+    from pipelines.testkit.bad_inputs import CASES, make_removable, run_case
 
     rows = []
     for bad in CASES:
@@ -84,7 +84,7 @@ def bad_inputs(work: Path, args: argparse.Namespace) -> list[Row]:
 
 @section("bad inputs (bundles, pipelines, export, verify)")
 def bad_commands(work: Path, args: argparse.Namespace) -> list[Row]:
-    from pipelines.benchmarks.command_corpus import CASES, run_corpus
+    from pipelines.testkit.command_corpus import CASES, run_corpus
 
     names = [c.name for c in CASES if not args.cases or c.name in args.cases]
     if not names:
@@ -102,7 +102,7 @@ def bad_commands(work: Path, args: argparse.Namespace) -> list[Row]:
 
 @section("interrupted runs (SIGKILL, then run again)")
 def interrupted(work: Path, args: argparse.Namespace) -> list[Row]:
-    from data_prep.interrupted import killed_phantom, killed_prepare
+    from pipelines.testkit.interrupted import killed_phantom, killed_prepare
 
     if args.cases:
         return []
@@ -135,7 +135,7 @@ def _prepared() -> Path:
         import io
 
         from data_prep.cli import main as data_prep
-        from data_prep.phantoms import generate
+        from pipelines.testkit.phantoms import generate
 
         root = Path(tempfile.mkdtemp(prefix="wss-reliability-"))
         atexit.register(shutil.rmtree, root, True)

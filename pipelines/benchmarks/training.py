@@ -222,7 +222,7 @@ def _plain_epoch(net, optimizer, loss_fn, loader, keys) -> tuple[float, int]:
 
 def bundle_epoch(cases: int, size: int, batch_size: int, rounds: int, regime: str = "individual", quick: bool = False) -> float:
     """Part 1: print images/s of the bundle's epochs and of the plain loop; return bundle / plain."""
-    from pipelines.regimes import prepare_phantom
+    from pipelines.phantom_data import prepare_phantom
     from wss_monai.data import make_dataloader
     from wss_monai.regimes import get_regime
 

@@ -145,7 +145,7 @@ def plot_regime_overlays(samples: Sequence[dict[str, Any]], predictions: dict[st
 
 
 def overlay_figure(frame, path: str | Path, count: int = 4, max_regimes: int = 12) -> tuple[str | None, list[str]]:
-    """Draw the overlay figure for the runs of a report frame (:data:`pipelines.report.RUN_COLUMNS`).
+    """Draw the overlay figure for the runs of a report frame (:data:`pipelines.store.RUN_COLUMNS`).
 
     One run per (table, row): the FINISHED run with a checkpoint and the lowest seed. The
     slices come from the first such run's dataset (Table 4's variants share its images).
@@ -153,7 +153,7 @@ def overlay_figure(frame, path: str | Path, count: int = 4, max_regimes: int = 1
     """
     import torch
 
-    from pipelines.report import ordered_rows
+    from pipelines.results import ordered_rows
     from pipelines.reporting.paper import dataset_key
 
     notes: list[str] = []

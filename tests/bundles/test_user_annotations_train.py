@@ -25,7 +25,7 @@ CLASSES = ("right_ventricle", "myocardium", "left_ventricle")
 @pytest.fixture(scope="module")
 def prepared_without_masks(tmp_path_factory):
     from data_prep.cli import main
-    from data_prep.phantoms import generate
+    from pipelines.testkit.phantoms import generate
 
     work = tmp_path_factory.mktemp("annotator")
     raw = generate("acdc", work / "raw", cases=4, small=True, annotator=2)

@@ -17,8 +17,8 @@ import pytest
 import SimpleITK as sitk
 from scipy import ndimage
 
-from data_prep.phantoms import acdc, promise12, vertebral
-from data_prep.phantoms.runner import case_rng
+from pipelines.testkit.phantoms import acdc, promise12, vertebral
+from pipelines.testkit.phantoms.runner import case_rng
 
 # ------------------------------------------------------------------------------------------------
 # ACDC

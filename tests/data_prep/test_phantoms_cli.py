@@ -1,8 +1,7 @@
-"""``python -m data_prep phantom``: same seed same bytes, clear errors, nothing half-written."""
+"""``python -m pipelines.testkit.phantoms``: same seed same bytes, clear errors, nothing half-written."""
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
 import io
@@ -14,23 +13,14 @@ import nibabel as nib
 import pytest
 import SimpleITK as sitk
 
-from data_prep.errors import exit_on_input_error
-from data_prep.phantoms import acdc, cli, generate
+from pipelines.testkit.phantoms import acdc, cli, generate
 
 
 def run_cli(argv: list[str]) -> tuple[int, str, str]:
-    """The phantom sub-command as ``python -m data_prep`` runs it: (exit code, stdout, stderr)."""
-    parser = argparse.ArgumentParser(prog="python -m data_prep")
-    cli.add_parser(parser.add_subparsers(dest="command", required=True))
-
-    @exit_on_input_error
-    def main(args: list[str]) -> int:
-        parsed = parser.parse_args(args)
-        return parsed.func(parsed)
-
+    """The phantom command as ``python -m pipelines.testkit.phantoms`` runs it: (exit code, stdout, stderr)."""
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in argv])
+        code = cli.main([str(a) for a in argv])
     return code, out.getvalue(), err.getvalue()
 
 
@@ -40,14 +30,14 @@ def checksums(root: Path) -> dict[str, str]:
 
 
 def test_help_lists_the_three_layouts_through_the_real_entry_point():
-    done = subprocess.run([sys.executable, "-m", "data_prep", "phantom", "--help"], capture_output=True, text=True, encoding="utf-8", errors="replace")
+    done = subprocess.run([sys.executable, "-m", "pipelines.testkit.phantoms", "--help"], capture_output=True, text=True, encoding="utf-8", errors="replace")
     assert done.returncode == 0
     for word in ("acdc", "promise12", "vertebral", "--out", "--cases", "--seed", "--small", "--workers"):
         assert word in done.stdout
 
 
 def test_cli_writes_the_layout_and_prints_its_root(tmp_path):
-    code, out, err = run_cli(["phantom", "vertebral", "--out", tmp_path / "raw", "--cases", "2", "--small"])
+    code, out, err = run_cli(["vertebral", "--out", tmp_path / "raw", "--cases", "2", "--small"])
     assert code == 0 and out.strip() == str(tmp_path / "raw")
     assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == [
         "Img_01.nii", "Img_01_Labels.nii", "Img_02.nii", "Img_02_Labels.nii"]
@@ -61,7 +51,7 @@ def test_cli_writes_the_layout_and_prints_its_root(tmp_path):
 ])
 def test_bad_values_give_one_error_line_exit_2_and_no_output(tmp_path, argv, problem):
     out = tmp_path / "raw"
-    code, _, err = run_cli(["phantom", "promise12", "--out", out, "--small", *argv])
+    code, _, err = run_cli(["promise12", "--out", out, "--small", *argv])
     assert code == 2
     assert err.count("\n") == 1 and err.startswith(f"error: {out}: ") and problem in err
     assert list(tmp_path.iterdir()) == []
@@ -71,16 +61,16 @@ def test_an_existing_non_empty_out_is_refused_unless_overwrite(tmp_path):
     out = tmp_path / "raw"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    code, _, err = run_cli(["phantom", "acdc", "--out", out, "--cases", "1", "--small"])
+    code, _, err = run_cli(["acdc", "--out", out, "--cases", "1", "--small"])
     assert code == 2 and err.startswith(f"error: {out}: already exists and is not empty")
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
-    code, _, _ = run_cli(["phantom", "acdc", "--out", out, "--cases", "1", "--small", "--overwrite"])
+    code, _, _ = run_cli(["acdc", "--out", out, "--cases", "1", "--small", "--overwrite"])
     assert code == 0 and sorted(p.name for p in out.iterdir()) == ["training"]
 
 
 def test_an_empty_existing_out_is_fine(tmp_path):
     (tmp_path / "raw").mkdir()
-    assert run_cli(["phantom", "acdc", "--out", tmp_path / "raw", "--cases", "1", "--small"])[0] == 0
+    assert run_cli(["acdc", "--out", tmp_path / "raw", "--cases", "1", "--small"])[0] == 0
 
 
 def test_an_interrupted_generation_leaves_nothing(tmp_path, monkeypatch):
@@ -122,12 +112,12 @@ def test_two_workers_write_the_same_bytes_as_one(tmp_path):
 
 
 def test_size_options_fix_the_grid(tmp_path):
-    code, _, _ = run_cli(["phantom", "acdc", "--out", tmp_path / "a", "--cases", "1", "--inplane", "40",
+    code, _, _ = run_cli(["acdc", "--out", tmp_path / "a", "--cases", "1", "--inplane", "40",
                           "--slices", "5", "--frames", "4"])
     assert code == 0
     cine = nib.load(next((tmp_path / "a").rglob("*_4d.nii.gz")))
     assert cine.shape == (40, 40, 5, 4)
-    run_cli(["phantom", "promise12", "--out", tmp_path / "p", "--cases", "1", "--inplane", "48", "--slices", "9"])
+    run_cli(["promise12", "--out", tmp_path / "p", "--cases", "1", "--inplane", "48", "--slices", "9"])
     assert sitk.ReadImage(str(next((tmp_path / "p").rglob("Case00.mhd")))).GetSize() == (48, 48, 9)
-    run_cli(["phantom", "vertebral", "--out", tmp_path / "v", "--cases", "1", "--inplane", "80", "--slices", "13"])
+    run_cli(["vertebral", "--out", tmp_path / "v", "--cases", "1", "--inplane", "80", "--slices", "13"])
     assert nib.load(tmp_path / "v" / "Img_01.nii").shape == (13, 80, 80)

@@ -199,7 +199,7 @@ def test_acdc_groups_come_from_info_cfg(acdc_raw, tmp_path):
 def acdc_realistic(tmp_path_factory):
     """Two ACDC-sized phantom patients (real in-plane size and spacing), prepared at 256 x 256."""
     from data_prep.cli import main
-    from data_prep.phantoms import generate
+    from pipelines.testkit.phantoms import generate
 
     root = tmp_path_factory.mktemp("acdc_realistic")
     raw = generate("acdc", root / "raw", cases=2, seed=0)

@@ -2,7 +2,7 @@
 
 Broken files, layouts and names (truncated or empty files, grids that differ, labels outside the
 declared set, NaN, non-3D volumes, missing labels, unreadable files, link loops, hostile names,
-an existing --out...) are the bad-input corpus in data_prep/bad_inputs.py, run through the real
+an existing --out...) are the bad-input corpus in pipelines/testkit/bad_inputs/, run through the real
 command line by test_reliability.py.
 """
 

@@ -1,8 +1,8 @@
 """Reliability of data preparation: the bad-input corpus through the real CLI, killed runs, stale temporaries.
 
-Every case of :mod:`data_prep.bad_inputs` runs ``python -m data_prep`` in a subprocess: a broken
+Every case of :mod:`pipelines.testkit.bad_inputs` runs ``python -m data_prep`` in a subprocess: a broken
 input gives one line naming the file and exit code 2, a legal oddity a correct result; never a
-traceback, nothing left under or beside ``--out``, no input changed. :mod:`data_prep.interrupted`
+traceback, nothing left under or beside ``--out``, no input changed. :mod:`pipelines.testkit.interrupted`
 kills runs with SIGKILL and checks that the next run finishes byte-identical to an
 uninterrupted one.
 """
@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from data_prep import atomic
-from data_prep.bad_inputs import CASES, make_removable, run_case
+from pipelines.testkit.bad_inputs import CASES, make_removable, run_case
 from data_prep.errors import InputError
-from data_prep.interrupted import killed_phantom, killed_prepare
+from pipelines.testkit.interrupted import killed_phantom, killed_prepare
 from data_prep.io import write_file
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from data_prep.bad_inputs import markups_text, save_plain_nifti
+from pipelines.testkit.bad_inputs import markups_text, save_plain_nifti
 from data_prep.errors import InputError
 from data_prep.resample import plan_inplane
 from data_prep.thin_resample import resample_annotation, survival
@@ -331,7 +331,7 @@ def test_prepared_summary_reports_survival(tmp_path, prepare_cli):
 
 
 def test_annotator_phantom_trains_without_training_masks(tmp_path, prepare_cli):
-    from data_prep.phantoms import generate
+    from pipelines.testkit.phantoms import generate
 
     raw = generate("acdc", tmp_path / "raw", cases=4, small=True, annotator=2)
     assert not list(raw.glob("training/patient00[12]/*_gt.nii.gz"))  # no full mask to read for patients 1-2

@@ -17,7 +17,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # the bundle runs the pipelines s
 @pytest.fixture(scope="session")
 def tiny_vertebral_raw(tmp_path_factory) -> Path:
     """A raw vertebral-body phantom: 4 small volumes, 2 for training (read-only: copy before changing)."""
-    from data_prep.phantoms import generate
+    from pipelines.testkit.phantoms import generate
 
     return Path(generate("vertebral", tmp_path_factory.mktemp("tiny_vertebral") / "raw", cases=4, seed=0, small=True))
 
@@ -25,6 +25,6 @@ def tiny_vertebral_raw(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_prepared(tmp_path_factory) -> Path:
     """A prepared 4-patient phantom at 32 x 32 (3 training patients, 1 validation)."""
-    from pipelines.regimes import prepare_phantom
+    from pipelines.phantom_data import prepare_phantom
 
     return prepare_phantom(tmp_path_factory.mktemp("tiny_prepared"), cases=4, size=32, inplane=48, log=None)

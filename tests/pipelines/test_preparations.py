@@ -18,7 +18,8 @@ import math
 import pandas as pd
 import pytest
 
-from pipelines import regimes, report, reproduce
+from pipelines import regimes, report, reproduce, results
+from pipelines.store import RUN_COLUMNS
 
 FP_256, FP_64 = "a1b2c3d4e5f6", "0f9e8d7c6b5a"
 T0 = 1_700_000_000_000  # a start time (ms); runs of a test start one second apart
@@ -134,14 +135,14 @@ def test_runs_without_a_fingerprint_report_as_one_unknown_preparation(store, tmp
 
 def test_paper_values_sit_only_beside_the_dataset_they_were_measured_on():
     """MedIA Table 1 is the left ventricle of ACDC (dataset acdc-lv): not acdc-rv's, not a custom dataset's."""
-    base = {c: math.nan for c in report.RUN_COLUMNS}
+    base = {c: math.nan for c in RUN_COLUMNS}
     base.update(table="", key="", bundle="", output_dir="", checkpoint="", dataset_dir="", experiment="e", run_id="",
                 status="FINISHED", regime="individual", row="individual", seed=0, dice_3d=0.8, epochs=2)
     frame = pd.DataFrame([{**base, "run_name": "lv", "dataset": "acdc-lv", "fingerprint": FP_256},
                           {**base, "run_name": "rv", "dataset": "acdc-rv", "fingerprint": FP_64},
                           {**base, "run_name": "mine", "dataset": "my-data", "fingerprint": "123456789abc"},
                           {**base, "run_name": "t1-rv", "table": "1", "dataset": "acdc-rv", "fingerprint": FP_64}],
-                         columns=report.RUN_COLUMNS)
+                         columns=RUN_COLUMNS)
     summary = report.summarize(frame)
     paper = {(t, d): v for t, d, v in zip(summary["table"], summary["dataset"], summary["paper"])}
     assert paper[("", "acdc-lv")] == pytest.approx(0.8708)
@@ -187,7 +188,7 @@ def test_the_regimes_table_names_the_preparation_when_it_holds_several():
                            "fingerprint": FP_256},
                           {"regime": "individual", "bundle": "wss_segmentation", "status": "FINISHED", "dice_3d": 0.3,
                            "fingerprint": FP_64}])
-    for column, _ in regimes.COLUMNS:
+    for column, _ in results.COLUMNS:
         if column not in frame:
             frame[column] = math.nan
     text = regimes.to_markdown(frame)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipelines import report
+from pipelines import report, store
 from pipelines.reporting import paper
 
 REPO = Path(__file__).resolve().parents[2]
@@ -86,9 +86,9 @@ def test_report_of_a_hand_made_bundle_run_and_a_run_without_folder(tiny_prepared
 
 
 def _frame(rows):
-    base = {c: math.nan for c in report.RUN_COLUMNS}
+    base = {c: math.nan for c in store.RUN_COLUMNS}
     base.update(table="", key="", bundle="", output_dir="", checkpoint="", dataset_dir="", experiment="e", run_id="")
-    return pd.DataFrame([{**base, **r} for r in rows], columns=report.RUN_COLUMNS)
+    return pd.DataFrame([{**base, **r} for r in rows], columns=store.RUN_COLUMNS)
 
 
 def test_summary_averages_finished_seeds_and_counts_the_rest():

@@ -1,18 +1,18 @@
-"""``python -m data_prep phantom {acdc,promise12,vertebral} --out RAW …``: write a synthetic raw dataset."""
+"""``python -m pipelines.testkit.phantoms {acdc,promise12,vertebral} --out RAW …``: write a synthetic raw dataset."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 
-from data_prep.errors import InputError
-from data_prep.phantoms import DATASETS, MAX_CASES, generate
+from data_prep.errors import InputError, exit_on_input_error
+from pipelines.testkit.phantoms import DATASETS, MAX_CASES, generate
 
 
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    """Register the ``phantom`` sub-command; its ``func`` returns the exit code."""
-    parser = subparsers.add_parser(
-        "phantom",
-        help="write a synthetic raw dataset in a real dataset's layout",
+def build_parser() -> argparse.ArgumentParser:
+    """The command's parser; its ``func`` (:func:`run`) returns the exit code."""
+    parser = argparse.ArgumentParser(
+        prog="python -m pipelines.testkit.phantoms",
         description="Write a synthetic raw dataset (a phantom) in the exact on-disk layout of ACDC "
         "(training/patientXXX/ with Info.cfg, 4D cine, ED/ES frames and labels), PROMISE12 "
         "(TrainingData_Part1-3/CaseNN.mhd/.raw and segmentations) or the vertebral-body MR set "
@@ -50,3 +50,13 @@ def run(args: argparse.Namespace) -> int:
                     workers=args.workers, overwrite=args.overwrite, annotator=args.annotator, **sizes)
     print(root)
     return 0
+
+
+@exit_on_input_error  # a bad value: one line ``error: <file>: <problem>`` and exit code 2, as data_prep's commands
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -17,15 +17,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from data_prep.phantoms.config import PhantomConfig
+from pipelines.testkit.phantoms.config import PhantomConfig
 from pathlib import Path
 
 import numpy as np
 
-from data_prep.phantoms.canvas import Canvas, Grid
-from data_prep.phantoms.shapes import Ellipsoid, Intersection, Slab, Wobble, rotation
-from data_prep.phantoms.texture import FLOAT, bias_field, rician_noise, smooth_field, to_int16
-from data_prep.phantoms.writers import save_metaimage
+from pipelines.testkit.phantoms.canvas import Canvas, Grid
+from pipelines.testkit.phantoms.shapes import Ellipsoid, Intersection, Slab, Wobble, rotation
+from pipelines.testkit.phantoms.texture import FLOAT, bias_field, rician_noise, smooth_field, to_int16
+from pipelines.testkit.phantoms.writers import save_metaimage
 
 NAME = "promise12"
 DEFAULT_CASES = 50

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from data_prep.phantoms.shapes import FLOAT, Wobble
+from pipelines.testkit.phantoms.shapes import FLOAT, Wobble
 
 RV_LABEL, MYO_LABEL, LV_LABEL = 1, 2, 3
 RV_ABOVE_BASE = 8.0  # mm: the RV outflow tract reaches above the mitral valve plane

@@ -1,4 +1,4 @@
-"""``python -m data_prep.phantoms.preview --out docs/img/phantoms.png``: slices of each phantom with label contours.
+"""``python -m pipelines.testkit.phantoms.preview --out docs/img/phantoms.png``: slices of each phantom with label contours.
 
 The phantoms are generated into a temporary folder and read back with the readers the real
 datasets need (nibabel for NIfTI, SimpleITK for MetaImage), so the figure shows the files.
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep.phantoms import generate
+from pipelines.testkit.phantoms import generate
 
 ACDC_COLOURS = {1: "#ffd400", 2: "#ff3b30", 3: "#00e5ff"}  # RV, myocardium, LV
 ORGAN_COLOUR = "#ff3b30"
@@ -112,7 +112,7 @@ def render_figure(out: Path, seed: int = 0, small: bool = False) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m data_prep.phantoms.preview", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m pipelines.testkit.phantoms.preview", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("docs/img/phantoms.png"), help="PNG to write")
     parser.add_argument("--seed", type=int, default=0, help="phantom seed (default 0)")
     parser.add_argument("--small", action="store_true", help="preview the --small phantoms instead of real sizes")

@@ -18,17 +18,17 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from data_prep.phantoms.config import PhantomConfig
+from pipelines.testkit.phantoms.config import PhantomConfig
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from data_prep.phantoms.canvas import Canvas, Grid
-from data_prep.phantoms.shapes import Ellipsoid, Intersection, RoundedBox, Slab, rotation
-from data_prep.phantoms.texture import FLOAT, bias_field, rician_noise, smooth_field, to_int16
-from data_prep.phantoms.writers import save_nifti, zero_vox_offset
+from pipelines.testkit.phantoms.canvas import Canvas, Grid
+from pipelines.testkit.phantoms.shapes import Ellipsoid, Intersection, RoundedBox, Slab, rotation
+from pipelines.testkit.phantoms.texture import FLOAT, bias_field, rician_noise, smooth_field, to_int16
+from pipelines.testkit.phantoms.writers import save_nifti, zero_vox_offset
 
 NAME = "vertebral"
 DEFAULT_CASES = 23

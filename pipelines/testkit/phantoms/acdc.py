@@ -20,17 +20,17 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from data_prep.phantoms.config import PhantomConfig
+from pipelines.testkit.phantoms.config import PhantomConfig
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
-from data_prep.phantoms.canvas import Canvas, Grid
-from data_prep.phantoms.heart import BeatingHeart, HeartShape, Intensities, contraction
-from data_prep.phantoms.shapes import FLOAT, Ellipsoid, Intersection, Slab, Wobble
-from data_prep.phantoms.texture import NoiseBank, bias_field, smooth_field, to_int16
-from data_prep.phantoms.writers import save_nifti
+from pipelines.testkit.phantoms.canvas import Canvas, Grid
+from pipelines.testkit.phantoms.heart import BeatingHeart, HeartShape, Intensities, contraction
+from pipelines.testkit.phantoms.shapes import FLOAT, Ellipsoid, Intersection, Slab, Wobble
+from pipelines.testkit.phantoms.texture import NoiseBank, bias_field, smooth_field, to_int16
+from pipelines.testkit.phantoms.writers import save_nifti
 
 NAME = "acdc"
 DEFAULT_CASES = 100
@@ -51,7 +51,7 @@ class Config(PhantomConfig):
     inplane: int | None = None
     slices: int | None = None
     frames: int | None = None
-    annotator: bool = False  # annotator-like annotations (see data_prep.phantoms.annotator)
+    annotator: bool = False  # annotator-like annotations (see pipelines.testkit.phantoms.annotator)
     masked_from: int = 1  # with ``annotator``: patients from this index on keep their full masks
 
     @classmethod
@@ -333,7 +333,7 @@ def write_case(root: Path, index: int, rng: np.random.Generator, cfg: Config) ->
             save_nifti(_nifti(label, patient), folder / f"{name}_frame{frame:02d}_gt.nii.gz")
     if cfg.annotator:
         # Drawn after the rendering, from a generator of its own: the images are the same bytes either way.
-        from data_prep.phantoms import annotator
+        from pipelines.testkit.phantoms import annotator
 
         draw = np.random.default_rng(int(rng.integers(2**63)))
         rows = {"tags": [], "estimates": []}
@@ -348,6 +348,6 @@ def write_case(root: Path, index: int, rng: np.random.Generator, cfg: Config) ->
 def finish(root: Path, cfg: Config) -> None:
     """After every case is written: the annotator's tables at the root."""
     if cfg.annotator:
-        from data_prep.phantoms import annotator
+        from pipelines.testkit.phantoms import annotator
 
         annotator.merge_tables(root)

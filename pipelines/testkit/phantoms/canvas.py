@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from data_prep.phantoms.shapes import FLOAT, soft_inside
+from pipelines.testkit.phantoms.shapes import FLOAT, soft_inside
 
 
 @dataclass

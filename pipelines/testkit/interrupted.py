@@ -1,7 +1,8 @@
-"""Kill ``python -m data_prep`` with SIGKILL at seeded random moments, run it again, compare.
+"""Kill ``python -m data_prep`` (or the phantom command) with SIGKILL at seeded random moments, run it again, compare.
 
-For the tests and the reliability report: :func:`killed_prepare` (``acdc`` on a small phantom,
-one of the killed runs with ``--workers 2``) and :func:`killed_phantom` (``phantom acdc``) each
+For the tests and the reliability report: :func:`killed_prepare` (``python -m data_prep acdc`` on
+a small phantom, one of the killed runs with ``--workers 2``) and :func:`killed_phantom`
+(``python -m pipelines.testkit.phantoms acdc``) each
 run the command once uninterrupted as the reference, then start it several times on another
 ``--out`` and kill it (the first kill at a random delay from the start, which may land while
 Python is still importing; the others at a random moment after the temporary folder appeared,
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import Callable
 
 from data_prep.atomic import partial_pattern
-from data_prep.bad_inputs import PACKAGE_ROOT
+from pipelines.testkit.bad_inputs import PACKAGE_ROOT
 
 POLL = 0.002
 
@@ -76,7 +77,7 @@ def _start(argv: list[str], log: Path) -> subprocess.Popen:
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_ROOT), env.get("PYTHONPATH")) if p)
     with open(log, "wb") as handle:
         return subprocess.Popen(
-            [sys.executable, "-m", "data_prep", *[str(a) for a in argv]],
+            [sys.executable, "-m", *[str(a) for a in argv]],
             stdout=subprocess.DEVNULL, stderr=handle, stdin=subprocess.DEVNULL, env=env,
         )  # fmt: skip
 
@@ -141,7 +142,7 @@ def killed_runs(
 ) -> KillReport:
     """Reference run, one killed run per item of ``workers`` (its worker count), a final run, comparisons.
 
-    ``command(out, workers)`` gives the argv after ``python -m data_prep`` writing to ``out``.
+    ``command(out, workers)`` gives the argv after ``python -m`` (the module first) writing to ``out``.
     """
     report = KillReport(name)
     work = Path(work)
@@ -219,20 +220,20 @@ def killed_runs(
 
 def killed_prepare(work: Path, seed: int = 0, patients: int = 3) -> KillReport:
     """``python -m data_prep acdc`` on a small ACDC phantom, killed three times (once with --workers 2)."""
-    from data_prep.phantoms import generate
+    from pipelines.testkit.phantoms import generate
 
     raw = generate("acdc", Path(work) / "raw", cases=patients, seed=seed, small=True)
 
     def command(out: Path, workers: int) -> list[str]:
-        return ["acdc", "--src", raw, "--out", out, "--size", "48", "--seed", str(seed), "--workers", str(workers)]
+        return ["data_prep", "acdc", "--src", raw, "--out", out, "--size", "48", "--seed", str(seed), "--workers", str(workers)]
 
     return killed_runs("prepare acdc", command, Path(work) / "prepare", seed=seed, workers=(1, 2, 1))
 
 
 def killed_phantom(work: Path, seed: int = 0, cases: int = 4) -> KillReport:
-    """``python -m data_prep phantom acdc --small``, killed twice (once with --workers 2)."""
+    """``python -m pipelines.testkit.phantoms acdc --small``, killed twice (once with --workers 2)."""
 
     def command(out: Path, workers: int) -> list[str]:
-        return ["phantom", "acdc", "--out", out, "--cases", str(cases), "--small", "--seed", str(seed), "--workers", str(workers)]
+        return ["pipelines.testkit.phantoms", "acdc", "--out", out, "--cases", str(cases), "--small", "--seed", str(seed), "--workers", str(workers)]
 
     return killed_runs("phantom acdc", command, Path(work) / "phantom", seed=seed, workers=(1, 2))

@@ -1,7 +1,11 @@
 """Synthetic raw datasets ("phantoms") written in the exact on-disk layouts of ACDC, PROMISE12
 and the vertebral-body MR dataset, so the converters, tests and demo run without the real data.
 
->>> from data_prep.phantoms import generate
+Command line: ``python -m pipelines.testkit.phantoms {acdc,promise12,vertebral} --out RAW``
+(:mod:`~pipelines.testkit.phantoms.cli`); a figure of each: ``python -m
+pipelines.testkit.phantoms.preview``.
+
+>>> from pipelines.testkit.phantoms import generate
 >>> root = generate("acdc", "raw/acdc", cases=4, small=True)      # doctest: +SKIP
 
 The same ``seed`` gives byte-identical files whatever the number of ``workers``. ``small``
@@ -15,8 +19,8 @@ from pathlib import Path
 
 from data_prep.atomic import clean_stale
 from data_prep.errors import InputError
-from data_prep.phantoms import acdc, promise12, vertebral
-from data_prep.phantoms.runner import generate_cases
+from pipelines.testkit.phantoms import acdc, promise12, vertebral
+from pipelines.testkit.phantoms.runner import generate_cases
 
 DATASETS = {"acdc": acdc, "promise12": promise12, "vertebral": vertebral}
 
@@ -38,7 +42,7 @@ def generate(dataset: str, out: str | Path, cases: int | None = None, seed: int 
     ``cases`` defaults to the real dataset's training count (ACDC 100, PROMISE12 50,
     vertebral 23). ``out`` must not exist or be an empty folder unless ``overwrite``; it appears
     only once complete. ``annotator`` (ACDC only): write annotator-like annotations and keep full
-    masks for the last ``annotator`` patients only (see :mod:`data_prep.phantoms.annotator`).
+    masks for the last ``annotator`` patients only (see :mod:`pipelines.testkit.phantoms.annotator`).
     Bad arguments raise :class:`~data_prep.errors.InputError`.
     """
     if dataset not in DATASETS:

@@ -1,6 +1,6 @@
 """Annotator-like annotations for the ACDC phantom: what a radiology group actually hands over.
 
-``python -m data_prep phantom acdc --annotator N`` writes the ACDC phantom with full masks
+``python -m pipelines.testkit.phantoms acdc --annotator N`` writes the ACDC phantom with full masks
 (``_gt`` files) for the last ``N`` patients only, and for every ED/ES frame of every patient:
 
 - ``patientXXX_frameYY_scribble.nii.gz``: thin irregular strokes (1 pixel wide random walks that
@@ -28,7 +28,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from data_prep.phantoms.writers import save_nifti
+from pipelines.testkit.phantoms.writers import save_nifti
 
 UNANNOTATED_VALUE = 4
 NAMES = {1: "rv", 2: "myo", 3: "lv"}

@@ -32,6 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 @exit_on_input_error
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["phantom"]:  # the command of earlier versions: say where it went
+        print("error: 'python -m data_prep phantom' moved to the test kit: python -m pipelines.testkit.phantoms "
+              + " ".join(argv[1:]) + " (same options)", file=sys.stderr)
+        return 2
     args = build_parser().parse_args(argv)
     return int(args.func(args) or 0)
 

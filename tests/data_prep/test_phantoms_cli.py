@@ -36,6 +36,15 @@ def test_help_lists_the_three_layouts_through_the_real_entry_point():
         assert word in done.stdout
 
 
+def test_the_old_data_prep_phantom_command_names_its_new_home(tmp_path, capsys):
+    from data_prep import cli as data_prep_cli
+
+    assert data_prep_cli.main(["phantom", "acdc", "--out", str(tmp_path / "raw")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "python -m pipelines.testkit.phantoms acdc --out" in err
+    assert not (tmp_path / "raw").exists()
+
+
 def test_cli_writes_the_layout_and_prints_its_root(tmp_path):
     code, out, err = run_cli(["vertebral", "--out", tmp_path / "raw", "--cases", "2", "--small"])
     assert code == 0 and out.strip() == str(tmp_path / "raw")

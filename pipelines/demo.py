@@ -202,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from pipelines import report
     from pipelines.phantom_data import prepare_phantom
     from pipelines.regimes import run_regimes
-    from pipelines.results import console_table
+    from pipelines.reporting.results import console_table
     from pipelines.store import collect
     from wss_monai import tracking
 

@@ -27,7 +27,7 @@ so every regime gets the same wall time, start-up included; the number of epochs
 reached is in the table. ``--epochs`` caps the epochs as well.
 
 This module holds the job and its command line; the pieces are modules of their own: the child
-processes (:mod:`pipelines.runner`), the table (:mod:`pipelines.results`) and the phantom it
+processes (:mod:`pipelines.runner`), the table (:mod:`pipelines.reporting.results`) and the phantom it
 trains on when no ``--prepared`` dataset is given (:mod:`pipelines.phantom_data`).
 """
 
@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipelines.folders import output_problem
 from pipelines.phantom_data import DEFAULT_FOV_MM, prepare_phantom
-from pipelines.results import COLUMNS_LEGEND, order_regimes, read_results, table_fingerprints, to_markdown
+from pipelines.reporting.results import COLUMNS_LEGEND, order_regimes, read_results, table_fingerprints, to_markdown
 from pipelines.runner import bundle_config, describe_result, run_many
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -129,7 +129,7 @@ def run_regimes(
         min_seconds: the least budget a run gets with ``deadline``.
 
     Returns:
-        A pandas DataFrame, one row per regime (columns: :data:`pipelines.results.COLUMNS`, then ``run_name``,
+        A pandas DataFrame, one row per regime (columns: :data:`pipelines.reporting.results.COLUMNS`, then ``run_name``,
         ``run_id`` and ``log``); the same table goes to ``out_dir/regimes.csv``.
     """
     if not minutes_per_regime and not epochs and deadline is None:

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.folders import output_problem
-from pipelines.results import (
+from pipelines.reporting.results import (
     console_table,
     ordered_rows,
     preparations,

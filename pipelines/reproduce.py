@@ -366,7 +366,7 @@ def _run(args: argparse.Namespace, out: Path, tables: list[str], hybrid_n: list[
     from tqdm.auto import tqdm
 
     from pipelines import report
-    from pipelines.results import console_table
+    from pipelines.reporting.results import console_table
     from pipelines.runner import describe_result, run_many
     from pipelines.store import collect, init_store
     from wss_monai import tracking

@@ -153,7 +153,7 @@ def overlay_figure(frame, path: str | Path, count: int = 4, max_regimes: int = 1
     """
     import torch
 
-    from pipelines.results import ordered_rows
+    from pipelines.reporting.results import ordered_rows
     from pipelines.reporting.paper import dataset_key
 
     notes: list[str] = []

@@ -80,7 +80,7 @@ def plot_curves(frame, curves: dict[str, dict[int, float]], path: str | Path) ->
         return None
     plt = _pyplot()
     tables = [t for t in pd.unique(frame["table"].fillna("")) if any(curves.get(r) for r in frame[frame["table"] == t]["run_id"])]
-    from pipelines.results import ordered_rows
+    from pipelines.reporting.results import ordered_rows
     from pipelines.reporting.paper import dataset_key
 
     cols = min(2, len(tables))

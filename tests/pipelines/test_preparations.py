@@ -18,7 +18,8 @@ import math
 import pandas as pd
 import pytest
 
-from pipelines import regimes, report, reproduce, results
+from pipelines import regimes, report, reproduce
+from pipelines.reporting import results
 from pipelines.store import RUN_COLUMNS
 
 FP_256, FP_64 = "a1b2c3d4e5f6", "0f9e8d7c6b5a"

@@ -4,9 +4,9 @@ Shared by every place that prints or draws runs, so that all read alike: ``pytho
 pipelines.regimes`` (its comparison table, :func:`read_results` and :func:`to_markdown`), the
 reports (:mod:`pipelines.report`: :func:`summary_markdown`, :func:`runs_markdown`,
 :func:`console_table`) and the report's figures (:mod:`pipelines.reporting`, which take their
-row order from :func:`ordered_rows`). It reads runs through :mod:`pipelines.store` and imports
-nothing else of the pipelines but the papers' numbers (:mod:`pipelines.reporting.paper`), so
-each of those can import it.
+row order from :func:`ordered_rows`). It lives with the figures in :mod:`pipelines.reporting`,
+reads runs through :mod:`pipelines.store` and imports nothing else of the pipelines but the
+papers' numbers (:mod:`pipelines.reporting.paper`), so each of those can import it.
 """
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ forward+backward before -> now, grey 12 x 4 x 256^2 321 -> 227 ms (1.41x), 12 x 
 
 A permutohedral lattice was prototyped for this change and not kept (numbers measured on
 2 x 48 x 48 3-channel phantoms, sigma_intensity 0.06 / 0.1, sigma_xy 50 / 5; see the module
-docstring of :mod:`wss_monai.losses.filters`): with the best global rescaling (not available in
+docstring of :mod:`wss_monai.losses.affinity`): with the best global rescaling (not available in
 practice) its error against the exact filter was 4-10 %, 12-15 % with the analytic amplitude;
 normalising the blur by the occupied neighbours made it worse (10-30 %). Its hashing (sorting
 about 4.7 M vertex keys for 12 x 256 x 256 pixels) alone measured 0.13-0.6 s on one thread here.
@@ -98,7 +98,7 @@ def candidates(batch: int, size: int, channels: int) -> dict:
     import torch
 
     from wss_monai.losses.dense_crf import DenseCRFLoss
-    from wss_monai.losses.filters import AffinityFilter
+    from wss_monai.losses.affinity import AffinityFilter
 
     image, logits = inputs(batch, size, channels)
     loss = DenseCRFLoss(SIGMA_XY, SIGMA_INT)
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from wss_monai.losses.dense_crf import DenseCRFLoss
-    from wss_monai.losses.filters import AffinityFilter
+    from wss_monai.losses.affinity import AffinityFilter
 
     sizes, batches = ((128,), (2,)) if args.quick else ((128, 256), (2, 12))
     rows, now_fb = [], {}
@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     for channels in (1, 3):
         setup = ("import torch; torch.set_num_threads(1)\n"
                  "from pipelines.benchmarks.dense_crf import inputs, before_loss\n"
-                 "from wss_monai.losses.dense_crf import DenseCRFLoss\nfrom wss_monai.losses.filters import AffinityFilter\n"
+                 "from wss_monai.losses.dense_crf import DenseCRFLoss\nfrom wss_monai.losses.affinity import AffinityFilter\n"
                  f"image, logits = inputs(12, 256, {channels}); logits.requires_grad_(True)\n")
         before = peak_rss_mib(f"before_loss(AffinityFilter({SIGMA_XY}, {SIGMA_INT}), torch.softmax(logits, 1), image).backward()", setup)
         now = peak_rss_mib(f"DenseCRFLoss({SIGMA_XY}, {SIGMA_INT})(torch.softmax(logits, 1), image=image).backward()", setup)

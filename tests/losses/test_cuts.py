@@ -11,11 +11,11 @@ import torch.nn.functional as F
 
 from wss_monai.losses.cuts import KernelCutLoss, NormalizedCutLoss
 from wss_monai.losses.dense_crf import DenseCRFLoss
-from wss_monai.losses.filters import AffinityFilter
+from wss_monai.losses.affinity import AffinityFilter
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling test modules, with or without __init__.py
 from test_dense_crf import loop_dense_crf  # noqa: E402
-from test_filters import loop_affinity, smooth_phantom, smooth_probs  # noqa: E402
+from test_affinity import loop_affinity, smooth_phantom, smooth_probs  # noqa: E402
 
 
 def loop_normalized_cut(probs, image, sigma_xy, sigma, include_self=True):

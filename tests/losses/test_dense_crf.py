@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 
 from wss_monai.losses.dense_crf import DenseCRFLoss
-from wss_monai.losses.filters import AffinityFilter
+from wss_monai.losses.affinity import AffinityFilter
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling test modules, with or without __init__.py
-from test_filters import loop_affinity, smooth_phantom, smooth_probs  # noqa: E402
+from test_affinity import loop_affinity, smooth_phantom, smooth_probs  # noqa: E402
 
 
 def loop_dense_crf(probs: torch.Tensor, image: torch.Tensor, sigma_xy: float, sigma: float, include_self=True):

@@ -5,7 +5,7 @@ Size constraints and their optimisers (Kervadec et al., MedIA 2019): ``PartialCr
 ``EntropyMinimization``, ``ClassProportionKL``, ``ClassRatioPenalty``, ``MomentPenalty``,
 ``CentroidPenalty``. Regularized losses (Tang et al., ECCV 2018; Obukhov et al., 2019):
 ``DenseCRFLoss``, ``NormalizedCutLoss``, ``KernelCutLoss``, ``GatedCRFLoss``, with the affinity
-filters of ``filters``. ``WeakSupervisionLoss`` composes a regime's weighted terms from config.
+filters of ``affinity``. ``WeakSupervisionLoss`` composes a regime's weighted terms from config.
 """
 
 from wss_monai.losses.base import UNANNOTATED, LossTerm

@@ -9,7 +9,8 @@ import torch
 
 from wss_monai.losses.base import LossTerm, reduce
 from wss_monai.losses.dense_crf import AffinityEnergyLoss, check_scale, potts_energy, prepare_maps
-from wss_monai.losses.filters import AffinityFilter, autocast_off
+from wss_monai.losses.affinity import AffinityFilter
+from wss_monai.losses.affinity.operator import autocast_off
 
 EPS = 1e-12
 """Added to each class's weighted size d^T S_k; its square stays representable in float32."""
@@ -36,7 +37,7 @@ class NormalizedCutLoss(AffinityEnergyLoss):
     Gradient (eq. 12, normalized-cut part, exact):
     ``dR/dS_k = (S_k^T W S_k / (d^T S_k)^2) d - 2 W S_k / (d^T S_k)``.
 
-    W is the dense Gaussian over position and intensity of :mod:`wss_monai.losses.filters`.
+    W is the dense Gaussian over position and intensity of :mod:`wss_monai.losses.affinity`.
 
     Args:
         sigma_xy: spatial bandwidth in pixels of the probability map (scaled with ``scale_factor``).

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from wss_monai.losses.base import LossTerm, reduce
-from wss_monai.losses.filters import AffinityFilter, AffinityOperator, autocast_off, compute_dtype, match_image_to
+from wss_monai.losses.affinity import AffinityFilter
+from wss_monai.losses.affinity.operator import AffinityOperator, autocast_off, compute_dtype, match_image_to
 
 
 def prepare_maps(owner: str, probs: torch.Tensor, image: torch.Tensor, scale_factor: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -43,7 +44,7 @@ def potts_energy(assoc: torch.Tensor, volume: torch.Tensor) -> torch.Tensor:
     """Per image ``sum_k S_k^T W (1 - S_k) = sum_k (d^T S_k - S_k^T W S_k)`` (W symmetric), shape (B,).
 
     ``assoc`` (B, C) is ``S_k^T W S_k`` and ``volume`` (B, C) is ``d^T S_k``, d = W 1 (see
-    :meth:`~wss_monai.losses.filters.AffinityOperator.moments`).
+    :meth:`~wss_monai.losses.affinity.operator.AffinityOperator.moments`).
     """
     return (volume - assoc).sum(dim=1)
 
@@ -84,7 +85,7 @@ class DenseCRFLoss(AffinityEnergyLoss):
     """DenseCRF loss of Tang et al. (ECCV 2018) eq. 4: ``sum_k S_k^T W (1 - S_k)`` with a dense Gaussian W.
 
     ``W_ij = exp(-|p_i - p_j|^2 / (2 sigma_xy^2) - |I_i - I_j|^2 / (2 sigma_intensity^2))`` over
-    pixel position and image intensity (see :mod:`wss_monai.losses.filters`). Unlike the reference
+    pixel position and image intensity (see :mod:`wss_monai.losses.affinity`). Unlike the reference
     code, the constant of the relaxation is kept, so the value is non-negative (0 when every pixel
     has the same one-hot label) and is a relaxed cut cost.
 
@@ -113,7 +114,7 @@ class DenseCRFLoss(AffinityEnergyLoss):
         scale_factor: downscale probabilities and image by this factor in (0, 1] before the loss
             (the reference uses 0.5; area interpolation).
         include_self: keep the self-affinity ``W_ii = 1`` (the reference's lattice does).
-        cells_per_sigma: bilateral-grid sampling (see :class:`~wss_monai.losses.filters.AffinityFilter`).
+        cells_per_sigma: bilateral-grid sampling (see :class:`~wss_monai.losses.affinity.AffinityFilter`).
         reduction: ``"mean"`` (over images), ``"sum"`` or ``"none"`` (shape (B,)).
 
     Batch keys read: ``image`` (B, Ci, H, W) or an integer multiple of the prediction's size.

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from wss_monai.losses.base import UNANNOTATED, LossTerm
-from wss_monai.losses.filters import autocast_off, compute_dtype, match_image_to
+from wss_monai.losses.affinity.operator import autocast_off, compute_dtype, match_image_to
 
 DEFAULT_KERNELS = ({"weight": 1.0, "xy": 6.0, "image": 0.1},)
 KERNEL_KEYS = {"weight", "xy", "image"}

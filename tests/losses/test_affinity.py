@@ -8,7 +8,7 @@ import warnings
 import pytest
 import torch
 
-from wss_monai.losses.filters import (
+from wss_monai.losses.affinity import (
     AffinityFilter,
     BilateralGridAffinity,
     ExactAffinity,

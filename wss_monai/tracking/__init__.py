@@ -54,7 +54,7 @@ from wss_monai.tracking.cli import main
 from wss_monai.tracking.journal import FALLBACK_NAME, FallbackJournal, sync_command
 from wss_monai.tracking.naming import experiment_name, unique_run_name
 from wss_monai.tracking.params import MAX_KEY_LENGTH, MAX_PARAM_VALUE_LENGTH, flatten_config, metric_key
-from wss_monai.tracking.queries import experiment_runs, runs_dataframe
+from wss_monai.tracking.queries import experiment_runs, run_names_starting_with, runs_dataframe
 from wss_monai.tracking.record import RunRecord
 from wss_monai.tracking.resilient import ResilientRun
 from wss_monai.tracking.run import TrackedRun, start_run, tracked_run
@@ -102,6 +102,7 @@ __all__ = [
     "sync_fallback",
     "runs_dataframe",
     "experiment_runs",
+    "run_names_starting_with",
     "ui_command",
     "LocalServer",
     "start_local_server",

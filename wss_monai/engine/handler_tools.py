@@ -19,6 +19,7 @@ def add_first(engine: Engine, event: Any, handler: Any, *args: Any) -> None:
 
 
 def as_float(value: Any) -> float | None:
+    """A metric value as a float (a one-element tensor, a number, a bool), or None for anything else."""
     if isinstance(value, torch.Tensor):
         if value.numel() != 1:
             return None

@@ -30,9 +30,6 @@ from wss_monai.engine.handler_tools import add_first, as_float
 logger = logging.getLogger("wss_monai.engine")
 
 
-# loss monitoring
-
-
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite; the message names the epoch and the iteration."""
 

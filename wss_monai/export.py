@@ -37,6 +37,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from wss_monai.tracking.record import RunRecord
+
 __all__ = ["export_run", "main"]
 
 BUNDLE_DIR = Path(__file__).resolve().parents[1] / "bundles" / "wss_segmentation"
@@ -169,13 +171,14 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike) -> Path:
     run, out = Path(run).expanduser().resolve(), Path(out).expanduser().resolve()
     if not run.is_dir():
         raise ExportError(f"{run}: --run must be a training run's output folder")
-    ckpt = run / "models" / "model.pt"
+    record = RunRecord(run)
+    ckpt = record.best_checkpoint
     if not ckpt.is_file():
         raise ExportError(f"{ckpt}: missing; the run has no best checkpoint yet (train it for at least one epoch)")
-    card = _read_json(run / "models" / "preprocessing.json", "the run was not made by the wss_segmentation bundle")
+    card = _read_json(record.model_card_path, "the run was not made by the wss_segmentation bundle")
     if card.get("bundle") != "wss_segmentation":
-        raise ExportError(f"{run / 'models' / 'preprocessing.json'}: a model of the bundle {card.get('bundle')!r}, not 'wss_segmentation'")
-    info = _read_json(run / "run.json", "not a training run's output folder")
+        raise ExportError(f"{record.model_card_path}: a model of the bundle {card.get('bundle')!r}, not 'wss_segmentation'")
+    info = _read_json(record.info_path, "not a training run's output folder")
     from wss_monai.engine.weights import weights_problem
 
     _, why = weights_problem(ckpt)  # a bundle whose model.pt does not load would fail only on first use
@@ -187,7 +190,7 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike) -> Path:
         raise ExportError(f"{out}: --out must lie outside the run folder")
     network_target = "wss_monai.networks.ENet"
     try:
-        config = json.loads((run / "config.json").read_text())
+        config = json.loads(record.config_path.read_text())
         network_target = str(config.get("network_def", {}).get("_target_") or network_target)
     except (OSError, json.JSONDecodeError, AttributeError):
         pass

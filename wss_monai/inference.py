@@ -6,7 +6,7 @@ A scan is a NIfTI (``.nii``, ``.nii.gz``), NRRD (``.nrrd``, ``.nhdr``) or MetaIm
 1. read it with MONAI's ``LoadImage`` (nibabel for NIfTI, ITK for the rest): an array in file
    index order (i, j, k) and its affine to RAS mm;
 2. repeat the preprocessing the model was trained with, read from the model card saved beside
-   the checkpoint (``models/preprocessing.json``, :data:`~wss_monai.engine.session.MODEL_CARD`),
+   the checkpoint (``models/preprocessing.json``, :data:`~wss_monai.tracking.record.MODEL_CARD`),
    never from a dataset folder: intensity percentiles to [0, 1], the in-plane plan to the
    network's slice size, slices along the training slice axis (:mod:`wss_monai.geometry`, the
    code data_prep prepared the training data with);

@@ -9,13 +9,14 @@ pipelines) can catch it like any exception (``except BundleInputError``, or ``Sy
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sys
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["BundleInputError", "fail", "as_bool", "user_data_error", "EXIT_BAD_INPUT"]
+__all__ = ["BundleInputError", "fail", "as_bool", "user_data_error", "end_for_user", "shorten_engine_errors", "EXIT_BAD_INPUT"]
 
 EXIT_BAD_INPUT = 2
 
@@ -111,7 +112,7 @@ def user_data_error(error: BaseException) -> str | None:
     """The one-line message of an error the user's data caused during a run, or None for anything else.
 
     The rule, for exceptions raised inside ignite's engine or its data loader (the handler of
-    ``Events.EXCEPTION_RAISED`` asks this, see :class:`~wss_monai.engine.handlers.MLflowTracker`):
+    ``Events.EXCEPTION_RAISED`` asks this, see :class:`~wss_monai.engine.recording.MLflowTracker`):
 
     - :class:`BundleInputError` (already printed by :func:`fail`), :class:`UserDataError` and
       the data package's ``DatasetError``: ours, raised on purpose for bad user files;
@@ -147,3 +148,38 @@ def user_data_error(error: BaseException) -> str | None:
     if type(error) is ValueError and _names_a_file(message):
         return message
     return None
+
+
+def end_for_user(error: BaseException, user_message: str | None) -> None:
+    """Re-raise ``error``, or, for a user data error, end with its one line (exit 2; :func:`fail` prints it once)."""
+    if user_message is not None and not isinstance(error, SystemExit):
+        fail(user_message)
+    raise error
+
+
+class _OneLineEngineErrors(logging.Filter):
+    """Keep ignite's "... terminating due to exception: <error>" log line to one line.
+
+    For an error from a DataLoader worker that message is the worker's whole traceback as text,
+    which would put a traceback on the screen even when the run ends with a one-line user error;
+    the line keeps the worker's original message instead. A genuine bug still prints its own
+    traceback when the run ends.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "terminating due to exception" in message and "\n" in message:
+            head, _, error = message.partition("exception: ")
+            lines = [line for line in error.splitlines() if line.strip()]
+            if "Original Traceback" in error and lines:
+                record.msg, record.args = f"{head}exception: {lines[0]} {lines[-1].strip()}", ()
+            else:
+                record.msg, record.args = f"{head}exception: {lines[0] if lines else ''}", ()
+        return True
+
+
+def shorten_engine_errors(engine: Any) -> None:
+    """Put the one-line filter on an ignite engine's logger (once)."""
+    log = getattr(engine, "logger", None)
+    if isinstance(log, logging.Logger) and not any(isinstance(f, _OneLineEngineErrors) for f in log.filters):
+        log.addFilter(_OneLineEngineErrors())

@@ -20,6 +20,7 @@ import torch
 from ignite.engine import Engine
 from ignite.metrics import Metric
 
+from wss_monai.engine.distributed import world_size
 from wss_monai.engine.errors import as_bool
 from wss_monai.metrics import VolumeScores
 
@@ -121,15 +122,12 @@ class VolumeScoresMetric(Metric):
         preds = torch.cat(self._preds).cpu().numpy() if self._preds else np.zeros((0, 1, 1), np.uint8)
         labels = torch.cat(self._labels).cpu().numpy() if self._labels else np.zeros((0, 1, 1), np.uint8)
         local = (preds, labels, self._volumes, self._slices, self._names, self._inplane)
-        try:
-            import torch.distributed as dist
-
-            distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-        except ImportError:  # pragma: no cover
-            distributed = False
-        if not distributed:
+        world = world_size()
+        if world == 1:
             return local
-        parts: list[Any] = [None] * dist.get_world_size()
+        import torch.distributed as dist
+
+        parts: list[Any] = [None] * world
         dist.all_gather_object(parts, local)
         seen: set[tuple[int, int]] = set()
         keep_p, keep_l, vols, slcs, names, inplane = [], [], [], [], [], []

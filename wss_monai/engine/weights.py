@@ -23,7 +23,7 @@ import torch
 
 from wss_monai.engine.errors import fail
 
-__all__ = ["read_weights", "weights_problem", "fit_weights"]
+__all__ = ["read_weights", "weights_problem", "fit_weights", "checkpoint_weights", "load_network"]
 
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since PyTorch 1.6 is a zip archive
 
@@ -62,6 +62,21 @@ def _state_dict(obj: Any) -> Any:
     return obj
 
 
+def _without_ddp_prefix(state: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``state`` with the ``module.`` prefix of a network saved from ``DistributedDataParallel`` removed."""
+    if state and all(str(k).startswith("module.") for k in state):
+        state = {str(k)[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+def checkpoint_weights(obj: Any) -> Mapping[str, torch.Tensor]:
+    """The network weights in a checkpoint this bundle wrote: a state_dict, or the ``model``/``network`` entry of a resume checkpoint."""
+    obj = _state_dict(obj)
+    if not isinstance(obj, Mapping):
+        raise TypeError(f"expected a state_dict, got {type(obj).__name__}")
+    return _without_ddp_prefix(obj)
+
+
 def weights_problem(ckpt_path: str | os.PathLike) -> tuple[dict[str, torch.Tensor] | None, str | None]:
     """``(state_dict, None)`` of ``ckpt_path`` (read with ``weights_only=True``), or ``(None, why)``.
 
@@ -85,8 +100,7 @@ def weights_problem(ckpt_path: str | os.PathLike) -> tuple[dict[str, torch.Tenso
     if not isinstance(state, Mapping) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         what = type(state).__name__ if not isinstance(state, Mapping) else "a mapping that is not a network's state_dict"
         return None, f"{path}: holds {what}, not network weights (a state_dict of tensors, as in RUN/models/model.pt)"
-    if all(str(k).startswith("module.") for k in state):  # saved from DistributedDataParallel
-        state = {str(k)[len("module."):]: v for k, v in state.items()}
+    state = _without_ddp_prefix(state)
     return {str(k): v for k, v in state.items()}, None
 
 
@@ -132,3 +146,16 @@ def fit_weights(network: torch.nn.Module, state: Mapping[str, torch.Tensor], ckp
         fail(f"{ckpt_path}: the weights do not fit network_def ({type(network).__name__}): {'; '.join(problems)}."
              + (f" {hint}" if hint else ""))
     return network
+
+
+def load_network(network: torch.nn.Module, ckpt_path: str | os.PathLike, device: Any = None, strict: bool = True) -> torch.nn.Module:
+    """``network`` with the weights of ``ckpt_path`` (a state_dict, read with ``weights_only=True``), in eval mode.
+
+    A file that is not a weights file, or whose weights do not fit the network (another
+    ``network_def``), ends the run with one line and exit code 2 (:mod:`wss_monai.engine.weights`).
+    """
+    fit_weights(network, read_weights(ckpt_path), ckpt_path, strict=strict,
+                hint="Use the network_def of the training run (its config.json), e.g. --network_def#_target_ wss_monai.networks.ResUNet.")
+    if device is not None:
+        network = network.to(device)
+    return network.eval()

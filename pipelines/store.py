@@ -63,12 +63,6 @@ class Runs:
 
 
 
-def _history(client, run, key: str) -> dict[int, float]:
-    if key not in run.data.metrics:
-        return {}
-    return {int(m.step): float(m.value) for m in client.get_metric_history(run.info.run_id, key)}
-
-
 
 def _image_size(value: Any) -> str:
     """The param ``image_size`` (``"64x64"``; runs of earlier versions: ``resolved.image_size`` ``"[64, 64]"``) as ``"64x64"``.
@@ -91,14 +85,17 @@ def run_record(client, run, experiment: str = "") -> tuple[dict[str, Any], dict[
     """
     import pandas as pd
 
+    from wss_monai.tracking.queries import best_step, metric_history
+    from wss_monai.tracking.record import RunRecord
+
     tags = run.data.tags
-    h = {key: _history(client, run, key) for key in HISTORY_KEYS}
+    h = {key: metric_history(client, run, key) for key in HISTORY_KEYS}
     dice = {e: v for e, v in h["val_dice_3d_mean"].items() if not math.isnan(v)}
-    best_epoch = max(dice, key=lambda e: (dice[e], -e)) if dice else None
+    best_epoch = best_step(dice)
     steps = set(h["val_dice_3d_mean"]) | set(h["train_loss"]) | set(h["time_train_s"])
     output_dir = tags.get("output_dir") or run.data.params.get("resolved.output_dir") or ""
     folder = Path(output_dir) if output_dir else None
-    checkpoint = folder / "models" / "model.pt" if folder is not None else None
+    checkpoint = RunRecord(folder).best_checkpoint if folder is not None else None
     seed = tags.get("seed")
     params = run.data.params
     train_s = sum(h["time_train_s"].values()) if h["time_train_s"] else math.nan

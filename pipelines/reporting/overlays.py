@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -44,10 +43,12 @@ def build_network(run_dir: str | Path, num_classes: int | None = None):
     """
     import wss_monai.networks as networks
     from wss_monai.engine import load_network
+    from wss_monai.tracking.record import RunRecord
 
     folder = Path(run_dir)
+    record = RunRecord(folder)
     try:
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        config = record.read_config()
     except (OSError, ValueError) as err:
         raise OverlayError(f"{folder.name}: no readable config.json ({type(err).__name__})") from None
     spec = config.get("network_def")
@@ -67,7 +68,7 @@ def build_network(run_dir: str | Path, num_classes: int | None = None):
             raise OverlayError(f"{folder.name}: network_def {key} = {value!r} is an expression; the report does not evaluate those")
         kwargs[key] = value
     network = getattr(networks, NETWORKS[spec["_target_"]])(**kwargs)
-    checkpoint = folder / "models" / "model.pt"
+    checkpoint = record.best_checkpoint
     if not checkpoint.is_file():
         raise OverlayError(f"{folder.name}: no best checkpoint (models/model.pt)")
     stderr = io.StringIO()

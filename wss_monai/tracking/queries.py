@@ -1,4 +1,6 @@
-"""Reading runs back from a store: the one reader of runs (one run, an experiment's runs, their table)."""
+"""Reading runs back from a store: the one reader of runs (one run, an experiment's runs, a metric's
+history and its best epoch, their table). The pipelines' reports (:mod:`pipelines.store`) read
+through it too."""
 
 from __future__ import annotations
 
@@ -57,6 +59,24 @@ def experiment_runs(experiment: str, tracking_uri: str | None = None, *, client=
             return runs
 
 
+def metric_history(client, run, key: str) -> dict[int, float]:
+    """The values ``run`` logged for ``key``, by step (the epoch for the bundles' metrics); empty when none."""
+    if key not in run.data.metrics:
+        return {}
+    return {int(m.step): float(m.value) for m in client.get_metric_history(run.info.run_id, key)}
+
+
+def best_step(history: dict[int, float], best: str = "max") -> int | None:
+    """The step of the best value that is not NaN (the earliest of equal ones); None when there is none."""
+    if best not in ("max", "min"):
+        raise ValueError(f"best must be 'max' or 'min', got {best!r}.")
+    steps = [step for step, value in history.items() if not math.isnan(value)]
+    if not steps:
+        return None
+    sign = 1.0 if best == "max" else -1.0
+    return max(steps, key=lambda step: (sign * history[step], -step))
+
+
 def runs_dataframe(
     experiment: str,
     tracking_uri: str | None = None,
@@ -102,13 +122,9 @@ def runs_dataframe(
         row.update({f"metrics.{k}": v for k, v in run.data.metrics.items()})
         row.update({f"tags.{k}": v for k, v in run.data.tags.items() if not k.startswith("mlflow.")})
         for key in best_of:
-            history = client.get_metric_history(run.info.run_id, key)
-            values = [(m.value, m.step) for m in history if not math.isnan(m.value)]
-            if values:
-                value, step = (max if best == "max" else min)(values, key=lambda vs: vs[0])
-            else:
-                value, step = math.nan, None
-            row[f"best.{key}"], row[f"best_epoch.{key}"] = value, step
+            history = metric_history(client, run, key)
+            step = best_step(history, best)
+            row[f"best.{key}"], row[f"best_epoch.{key}"] = (math.nan, None) if step is None else (history[step], step)
         rows.append(row)
     columns = ["run_id", "run_name", "regime", "seed", "status", "start_time", "end_time"]
     frame = pd.DataFrame(rows, columns=None if rows else columns)

@@ -139,8 +139,13 @@ class RunRecord:
 
     # config.json and the model card ----------------------------------------------------------
 
+    def read_config(self) -> dict:
+        """The resolved config the run trained with. Raises OSError (no file) or ValueError (not JSON)."""
+        return json.loads(self.config_path.read_text(encoding="utf-8"))
+
     def write_config(self, config: Mapping[str, Any]) -> None:
-        self.config_path.write_text(json.dumps(config, indent=2, default=str))
+        """Write the resolved config (``config.json``) atomically."""
+        write_text_atomically(self.config_path, json.dumps(config, indent=2, default=str))
 
     def write_model_card(self, card: Mapping[str, Any]) -> None:
         """Write the model card (``models/preprocessing.json``) atomically."""

@@ -61,29 +61,17 @@ SIGMA_XY, SIGMA_INT, CLASSES = 100.0, 0.06, 4
 
 
 def phantom(batch: int, size: int, channels: int = 1, seed: int = 0):
-    """MR-like images in about [0, 1]: gradient background, two nested discs per channel, Gaussian noise."""
-    import torch
+    """The test kit's MR-like images (:func:`pipelines.testkit.images.smooth_phantom`)."""
+    from pipelines.testkit.images import smooth_phantom
 
-    g = torch.Generator().manual_seed(seed)
-    yy, xx = torch.meshgrid(torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij")
-    out = []
-    for _ in range(batch):
-        chans = []
-        for c in range(channels):
-            cy, cx = (0.3 * torch.randn(2, generator=g)).tolist()
-            r = ((xx - cx) ** 2 + (yy - cy) ** 2).sqrt()
-            img = 0.3 + 0.2 * xx + (0.5 - 0.1 * c) * (r < 0.4).float() + 0.2 * (r < 0.15).float()
-            chans.append(img + 0.05 * torch.randn(size, size, generator=g))
-        out.append(torch.stack(chans))
-    return torch.stack(out)
+    return smooth_phantom(batch, size, channels, seed=seed)
 
 
 def inputs(batch: int, size: int, channels: int):
-    import torch
+    """Images and smooth logits (4 classes) of the benchmark."""
+    from pipelines.testkit.images import smooth_logits
 
-    g = torch.Generator().manual_seed(1)
-    logits = torch.randn(batch, CLASSES, size, size, generator=g).cumsum(-1).cumsum(-2) / 6
-    return phantom(batch, size, channels), logits
+    return phantom(batch, size, channels), smooth_logits(batch, CLASSES, size, seed=1)
 
 
 def before_loss(affinity, probs, image):

@@ -8,6 +8,7 @@ import warnings
 import pytest
 import torch
 
+from pipelines.testkit.images import smooth_phantom, smooth_probs
 from wss_monai.losses.affinity import (
     AffinityFilter,
     BilateralGridAffinity,
@@ -15,28 +16,6 @@ from wss_monai.losses.affinity import (
     GridTooLargeError,
     gaussian_features,
 )
-
-
-def smooth_phantom(batch: int, size: int, channels: int = 1, noise: float = 0.05, seed: int = 0) -> torch.Tensor:
-    """MR-like test images in about [0, 1]: a gradient background, a disc with an inner disc, noise."""
-    g = torch.Generator().manual_seed(seed)
-    yy, xx = torch.meshgrid(torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij")
-    images = []
-    for _ in range(batch):
-        chans = []
-        for c in range(channels):
-            cy, cx = (0.3 * torch.randn(2, generator=g)).tolist()
-            r = ((xx - cx) ** 2 + (yy - cy) ** 2).sqrt()
-            img = 0.3 + 0.2 * xx + (0.5 - 0.1 * c) * (r < 0.4).float() + 0.2 * (r < 0.15).float()
-            chans.append(img + noise * torch.randn(size, size, generator=g))
-        images.append(torch.stack(chans))
-    return torch.stack(images)
-
-
-def smooth_probs(batch: int, classes: int, size: int, seed: int = 1) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    logits = torch.randn(batch, classes, size, size, generator=g).cumsum(-1).cumsum(-2) / 6
-    return torch.softmax(logits, dim=1)
 
 
 def loop_affinity(image: torch.Tensor, sigma_xy: float, sigmas: list[float], include_self: bool = True) -> torch.Tensor:

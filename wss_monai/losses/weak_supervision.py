@@ -51,6 +51,20 @@ def build_term(term: Any, name: str = "term") -> nn.Module:
     return term
 
 
+
+def read_json_config(config: Any) -> Any:
+    """A loss config given as the path of a JSON file or as JSON text, parsed; anything else as it is."""
+    if not isinstance(config, (str, os.PathLike)):
+        return config
+    text = str(config)
+    if os.path.isfile(text):
+        with open(text, encoding="utf-8") as fh:
+            return json.load(fh)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"loss config is neither a JSON file nor JSON text: {text[:80]!r} ({err}).") from err
+
 def parse_terms_config(config: Any) -> list[dict[str, Any]]:
     """Normalise a terms config into a list of ``{"name", "weight", "term", "key"}`` dicts.
 
@@ -66,16 +80,7 @@ def parse_terms_config(config: Any) -> list[dict[str, Any]]:
 
     The terms are not built here (``term`` is passed through).
     """
-    if isinstance(config, (str, os.PathLike)):
-        text = str(config)
-        if os.path.isfile(text):
-            with open(text, encoding="utf-8") as fh:
-                config = json.load(fh)
-        else:
-            try:
-                config = json.loads(text)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"loss config is neither a JSON file nor JSON text: {text[:80]!r} ({err}).") from err
+    config = read_json_config(config)
     if isinstance(config, Mapping) and set(config) == {"terms"}:
         config = config["terms"]
     entries: list[dict[str, Any]] = []
@@ -202,13 +207,7 @@ class WeakSupervisionLoss(nn.Module):
     @classmethod
     def from_config(cls, config: Any, **kwargs) -> "WeakSupervisionLoss":
         """Build from a config: the terms config itself, or ``{"terms": ..., <constructor kwargs>}``."""
-        if isinstance(config, (str, os.PathLike)):
-            text = str(config)
-            if os.path.isfile(text):
-                with open(text, encoding="utf-8") as fh:
-                    config = json.load(fh)
-            else:
-                config = json.loads(text)
+        config = read_json_config(config)
         if isinstance(config, Mapping) and "terms" in config:
             options = {k: v for k, v in config.items() if k != "terms"}
             return cls(config["terms"], **{**options, **kwargs})

@@ -8,8 +8,9 @@ no downscaling, MR-like phantoms; 3-channel images have a different disc pattern
    for the batch, filter, energy, gradient) against the path used before, measured in the same
    process with the same operator: ``W S`` and ``d = W 1`` as two filterings and autograd
    through the symmetric-filter function, whose backward pass filters the incoming gradient
-   (three filterings per step). Now: one filtering of ``[S, 1]`` and a backward pass that
-   reuses ``W S`` and ``d`` (:meth:`AffinityOperator.moments`). Rounds alternate the order of
+   (three filterings per step). Now: one filtering of ``S`` (probabilities sum to one, so
+   ``d = sum_k W S_k``; other maps filter ``[S, 1]``) and a backward pass that reuses ``W S``
+   and ``d`` (:meth:`AffinityOperator.moments`). Rounds alternate the order of
    the two candidates; medians and their ratio are printed.
 2. **Peak memory** of one forward+backward at 12 x 4 x 256 x 256, before and now, each in a
    fresh process (:func:`peak_rss_mib`).

@@ -8,7 +8,7 @@ import warnings
 import pytest
 import torch
 
-from pipelines.testkit.images import smooth_phantom, smooth_probs
+from pipelines.testkit.images import smooth_logits, smooth_phantom, smooth_probs
 from wss_monai.losses.affinity import (
     AffinityFilter,
     BilateralGridAffinity,
@@ -215,6 +215,24 @@ def test_moments_gradcheck_and_backward_filters_nothing(method):
     assoc, volume = op.moments(values)
     (assoc.sum() + 2.0 * volume.sum()).backward()
     assert calls == [3]  # one filtering of [S, 1] (2 + 1 channels), none in the backward pass
+
+
+@pytest.mark.parametrize("method", ["exact", "fast"])
+def test_probabilities_are_filtered_without_the_ones_channel_and_give_the_same_moments(method):
+    """Channels summing to one: the degree is the sum of the filtered channels (W is linear)."""
+    image, probs = smooth_phantom(2, 40), torch.softmax(smooth_logits(2, 3, 40).double(), dim=1)
+    op = AffinityFilter(8.0, 0.1, method).prepare(image.double())
+    calls = []
+    inner = op._filter
+    op._filter = lambda v: calls.append(v.shape[1]) or inner(v)
+    values = probs.clone().requires_grad_(True)
+    assoc, volume = op.moments(values)
+    (grad,) = torch.autograd.grad((assoc * 1.5 - volume).sum(), values)
+    assert calls == [3]  # the 3 classes only, no ones channel
+    filtered, degree = op(probs), op.degree()  # the reference: W S and W 1 filtered separately
+    torch.testing.assert_close(assoc, (probs * filtered).sum(dim=(2, 3)))
+    torch.testing.assert_close(volume, (probs * degree).sum(dim=(2, 3)))
+    torch.testing.assert_close(grad, 3.0 * filtered - degree)
 
 
 def test_operators_report_their_method():

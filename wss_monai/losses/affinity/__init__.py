@@ -76,7 +76,8 @@ incoming gradient (no N x N or per-pixel intermediates are kept for the backward
 is a constant: no gradient flows to it.
 
 The losses use :meth:`AffinityOperator.moments` instead: the per-class forms ``S_k^T W S_k`` and
-``d^T S_k`` (d = W 1) from one filtering of ``[S, 1]`` (C + 1 channels), with a backward pass
+``d^T S_k`` (d = W 1) from one filtering of ``[S, 1]`` (C + 1 channels; only the C channels of
+probabilities, whose sum is 1, so that ``d = sum_k W S_k``), with a backward pass
 that reuses ``W S`` and ``d`` (W symmetric: ``d(S_k^T W S_k)/dS_k = 2 W S_k``) and filters
 nothing. A DenseCRF or cut loss step thus filters once instead of three times (``W S``,
 ``W 1``, and ``W`` applied to the gradient). Each operator names its method in ``.method``

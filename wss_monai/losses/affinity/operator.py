@@ -92,22 +92,33 @@ class _SymmetricLinear(torch.autograd.Function):
         return _SymmetricLinear.apply(grad.contiguous(), ctx.op), None
 
 
+PARTITION_TOLERANCE = 1e-5
+"""Largest ``|sum_k S_k - 1|`` for which the degree is taken as the sum of the filtered channels
+(float32 softmax sums to one within about 1e-7; the degree's error is at most this, relative)."""
+
+
 class _AffinityMoments(torch.autograd.Function):
     """Per image and class ``assoc_k = S_k^T A S_k`` and ``volume_k = d^T S_k`` (d = A 1) from one filtering.
 
     A is symmetric, so ``d assoc_k / d S_k = 2 A S_k`` and ``d volume_k / d S_k = d``: both are
     results of the forward pass, which filters ``[S, 1]`` together (C + 1 channels, one splat and
-    one slice), and the backward pass filters nothing. Kept for the backward: ``A S`` (B, C, H, W)
-    and ``d`` (B, 1, H, W).
+    one slice), and the backward pass filters nothing. When the channels sum to one at every pixel
+    (probabilities, within ``PARTITION_TOLERANCE``), ``1 = sum_k S_k`` and A is linear, so
+    ``d = sum_k A S_k`` and only the C channels are filtered (a fifth less work for 4 classes).
+    Kept for the backward: ``A S`` (B, C, H, W) and ``d`` (B, 1, H, W).
     """
 
     @staticmethod
     def forward(ctx, values: torch.Tensor, op: "AffinityOperator"):  # noqa: D401
         b, c, h, w = values.shape
         with torch.no_grad():
-            ones = torch.ones(b, 1, h, w, dtype=values.dtype, device=values.device)
-            both = op._apply(torch.cat([values, ones], dim=1))
-            filtered, degree = both[:, :c], both[:, c:]
+            if bool((values.sum(dim=1) - 1.0).abs().amax() <= PARTITION_TOLERANCE):
+                filtered = op._apply(values)
+                degree = filtered.sum(dim=1, keepdim=True)
+            else:
+                ones = torch.ones(b, 1, h, w, dtype=values.dtype, device=values.device)
+                both = op._apply(torch.cat([values, ones], dim=1))
+                filtered, degree = both[:, :c], both[:, c:]
             assoc = (values * filtered).sum(dim=(2, 3))
             volume = (values * degree).sum(dim=(2, 3))
         ctx.save_for_backward(filtered, degree)

@@ -1,5 +1,7 @@
 """Training regimes by name: the regime table of the bundle's ``train.json``, and its name syntax.
 
+The names are one of the contracts of ``docs/ARCHITECTURE.md``.
+
 The regimes are JSON: ``bundles/wss_segmentation/configs/train.json`` holds a table ``"regimes"``
 (base regime name -> ``bounds``, ``sampling``, ``full``, ``routing`` and ``loss_terms``, each term a
 weight and a ``_target_`` loss class) and a table ``"regularizers"`` (name -> one term). Adding

@@ -1,5 +1,7 @@
 """A prepared dataset's contract, read once: classes, slice size, splits, weak labels, bounds, geometry.
 
+The contract itself (the files, an entry's keys) is drawn in ``docs/ARCHITECTURE.md``.
+
 ``dataset.json`` (and ``prep.json`` when present) of a folder written by ``python -m data_prep``
 are parsed here and nowhere else; the training session, the loaders, the evaluator and the
 inference config are handed one :class:`PreparedDataset`::

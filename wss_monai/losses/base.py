@@ -1,4 +1,4 @@
-"""What every wss-monai loss term shares: the call contract and its argument checks.
+"""What every wss-monai loss term shares: the call contract and its argument checks (``docs/ARCHITECTURE.md``).
 
 Every term is called as ``term(probs, weak=..., bounds=..., image=..., volume=...)`` and returns
 a 0-d tensor. ``probs`` are softmax probabilities of shape (B, C, H, W) (a term that needs

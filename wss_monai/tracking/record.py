@@ -10,7 +10,8 @@ A run folder (``runs/<experiment>/<run name>`` by default) holds::
     checkpoints/checkpoint_epoch=<N>.pt   the whole training state, to resume from
     mlflow_fallback.jsonl       what the tracking store could not take (:mod:`wss_monai.tracking.journal`)
 
-Every JSON file is written whole or not at all (:func:`write_text_atomically`), so a run killed
+What a run holds, in this folder and in MLflow, is the run-content contract of
+``docs/ARCHITECTURE.md``. Every JSON file is written whole or not at all (:func:`write_text_atomically`), so a run killed
 while writing leaves the previous version, never half a file.
 """
 

@@ -165,3 +165,22 @@ def test_no_module_above_the_size_limit():
             if m.split(".")[0] in ("wss_monai", "pipelines")
             and (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES}
     assert long == {}
+
+
+def test_the_architecture_map_names_only_files_that_exist():
+    """Every module or folder docs/ARCHITECTURE.md names under a package's heading is in that package."""
+    import re
+
+    text = (ROOT / "docs" / "ARCHITECTURE.md").read_text(encoding="utf-8")
+    sections = re.split(r"^### `([\w/]+)/`.*$", text, flags=re.M)
+    missing = []
+    for package, body in zip(sections[1::2], sections[2::2]):
+        body = re.split(r"^## ", body, flags=re.M)[0]  # the section ends at the next chapter
+        files = {p.relative_to(ROOT / package).as_posix() for p in (ROOT / package).rglob("*") if "__pycache__" not in p.parts}
+        kinds = r"\.py|\.json|/" if package.startswith("bundles") else r"\.py|/"  # outputs like dataset.json are not files here
+        for name in re.findall(rf"`([\w/]+(?:{kinds}))`", body):
+            name = name.rstrip("/")
+            if not any(f == name or f.endswith("/" + name) for f in files):
+                missing.append(f"{package}/ ... {name}")
+    assert sections[1::2] == ["data_prep", "wss_monai", "bundles/wss_segmentation", "pipelines"]
+    assert missing == []

@@ -15,6 +15,7 @@ import pytest
 import torch
 from ignite.engine import Engine, Events
 
+from wss_monai.engine.recording import is_timing_metric
 from wss_monai.engine import (
     BundleInputError,
     EpochSetter,
@@ -80,7 +81,7 @@ def test_killed_run_resumes_to_the_same_final_metrics(tiny_prepared, tmp_path, b
     for epoch in (1, 2, 3):
         assert set(got[epoch]) == set(want[epoch])
         for key, value in want[epoch].items():
-            if key.startswith("time_") or key in ("ms_per_image", "images_per_s"):
+            if is_timing_metric(key):
                 continue  # wall-clock timing, not a result
             assert got[epoch][key] == pytest.approx(value, rel=1e-6, abs=1e-6, nan_ok=True), (epoch, key)
     info, reference = json.loads((killed / "run.json").read_text()), json.loads((straight / "run.json").read_text())

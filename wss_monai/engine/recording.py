@@ -400,3 +400,12 @@ class MLflowTracker:
                       file=sys.stderr, flush=True)
                 raise SystemExit(130) from None
         end_for_user(error, user_message)
+
+
+def is_timing_metric(name: str) -> bool:
+    """True for the metrics that measure wall time (``time_*``, ``ms_per_image``, ``images_per_s``).
+
+    They differ between two runs of the same training, so comparisons of results (a resumed run
+    against an uninterrupted one) leave them out.
+    """
+    return name.startswith("time_") or name in ("ms_per_image", "images_per_s")

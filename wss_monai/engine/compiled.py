@@ -16,7 +16,9 @@ so every run of the user shares it; ``compile_cache_dir`` in ``train.json`` name
 ``compile`` (``train.json``): ``false`` (eager), ``true`` (always), ``"auto"`` (default):
 compile when the run's planned iterations reach :data:`MIN_ITERATIONS_WARM` if this network and
 input shape were compiled before into the cache (a marker file written after a compiled step
-succeeded), :data:`MIN_ITERATIONS_COLD` otherwise. The thresholds come from the measurements
+succeeded), :data:`MIN_ITERATIONS_COLD` otherwise; a run with a deadline (``compile_deadline``,
+which the pipelines' time-budget overlay sets) compiles when the seconds left reach
+:data:`MIN_BUDGET_S_WARM` / :data:`MIN_BUDGET_S_COLD` instead, whatever its epoch cap. The thresholds come from the measurements
 above: a step that saves about 10 ms needs ~1,400 iterations to repay a warm compile and ~7,600
 for a cold one. ``"auto"`` also stays eager where inductor cannot build kernels (no C++
 compiler on a CPU machine, Windows).
@@ -36,6 +38,7 @@ import logging
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +55,11 @@ __all__ = ["CompiledTraining", "cache_dir", "compile_for_training", "compile_cho
 MIN_ITERATIONS_WARM = 1500
 #: planned iterations from which "auto" compiles on an empty cache
 MIN_ITERATIONS_COLD = 8000
+#: seconds of training left (a run with a deadline: the pipelines' time budget) from which "auto"
+#: compiles, warm cache / empty cache: a step about a quarter shorter repays 14 s after ~60 s of
+#: training and 76 s after ~300 s; doubled for a machine busier than when they were measured
+MIN_BUDGET_S_WARM = 120.0
+MIN_BUDGET_S_COLD = 600.0
 
 
 def compile_choice(value: Any) -> bool | str:
@@ -146,6 +154,7 @@ def compile_for_training(
     device: Any = None,
     amp: Any = False,
     folder: str | os.PathLike | None = None,
+    deadline: float | None = None,
 ) -> nn.Module:
     """The trainer's network: ``network`` itself, or a :class:`CompiledTraining` around it.
 
@@ -157,6 +166,7 @@ def compile_for_training(
         device: where the network trains (``"auto"`` checks a kernel compiler for it).
         amp: mixed precision on (part of the cache marker's key).
         folder: inductor's cache folder (None: :func:`cache_dir`).
+        deadline: ``time.time()`` at which the run must end (None: it ends after ``epochs``).
     """
     choice = compile_choice(compile)
     if choice is False:
@@ -170,14 +180,19 @@ def compile_for_training(
         return network
     where = cache_dir(folder)
     marker = _marker(where, network, batch_size, device, as_bool(amp, "amp"))
+    if deadline is not None and (isinstance(deadline, bool) or not isinstance(deadline, (int, float))):
+        fail(f"--compile_deadline must be a time.time() value or null, got {deadline!r}.")
     if choice == "auto":
-        planned = _planned_iterations(epochs, loader, start_epoch)
-        least = MIN_ITERATIONS_WARM if marker.is_file() else MIN_ITERATIONS_COLD
-        state = "cached" if marker.is_file() else "not cached yet"
-        if planned is None or planned < least:
-            logger.info(f"compile auto: eager ({planned} planned iterations, compiling pays from {least}; this network is {state})")
+        warm = marker.is_file()
+        state = "cached" if warm else "not cached yet"
+        if deadline is not None:
+            have, least, unit = float(deadline) - time.time(), MIN_BUDGET_S_WARM if warm else MIN_BUDGET_S_COLD, "s of budget left"
+        else:
+            have, least, unit = _planned_iterations(epochs, loader, start_epoch), MIN_ITERATIONS_WARM if warm else MIN_ITERATIONS_COLD, "planned iterations"
+        if have is None or have < least:
+            logger.info(f"compile auto: eager ({have if have is None else round(have)} {unit}, compiling pays from {least:g}; this network is {state})")
             return network
-        logger.info(f"compile auto: compiling ({planned} planned iterations >= {least}; this network is {state}; cache {where})")
+        logger.info(f"compile auto: compiling ({round(have)} {unit} >= {least:g}; this network is {state}; cache {where})")
     configure_cache(where)
     return CompiledTraining(network, batch_size, marker=marker)
 

@@ -75,11 +75,11 @@ def step_gflop(size: int, batch: int = 8) -> float:
 
 
 def _workflow(prepared: Path, out: Path, overrides: dict):
-    from pipelines.benchmarks.training import _bundle_workflow
+    from pipelines.benchmarks._bundle_loop import bundle_workflow
 
     out.mkdir(parents=True, exist_ok=True)
     with contextlib.redirect_stdout(io.StringIO()):
-        workflow = _bundle_workflow(prepared, out, "individual", 8, **overrides)
+        workflow = bundle_workflow(prepared, out, "individual", 8, **overrides)
     for name in ("ignite.engine.engine.SupervisedTrainer", "wss_monai.train", "wss_monai.engine"):
         logging.getLogger(name).setLevel(logging.WARNING)
     trainer = workflow.parser.get_parsed_content("train#trainer")
@@ -88,7 +88,7 @@ def _workflow(prepared: Path, out: Path, overrides: dict):
 
 def compare(size: int, threads: int, cases: int, rounds: int) -> list[list[object]]:
     """Rows of the table for one size and thread count (also prints a line on the compile time)."""
-    from pipelines.benchmarks.training import _EpochClock
+    from pipelines.benchmarks._bundle_loop import EpochClock
     from pipelines.phantom_data import prepare_phantom
 
     torch.set_num_threads(threads)
@@ -106,7 +106,7 @@ def compare(size: int, threads: int, cases: int, rounds: int) -> list[list[objec
         }
         clocks = {}
         for name, (_, trainer) in variants.items():
-            clocks[name] = _EpochClock()
+            clocks[name] = EpochClock()
             clocks[name].attach(trainer)
         epochs = {name: 0 for name in variants}
 

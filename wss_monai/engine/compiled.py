@@ -104,7 +104,7 @@ class CompiledTraining(nn.Module):
         network: the network to train.
         batch_size: the trainer's batch size; the first training batch of that size fixes the
             compiled shape.
-        marker: a file written after the first compiled step succeeded (tells "auto" the cache is warm).
+        marker: a file written once the first compiled step (forward and backward) went through: tells "auto" the cache is warm.
     """
 
     def __init__(self, network: nn.Module, batch_size: int, marker: Path | None = None) -> None:
@@ -123,7 +123,7 @@ class CompiledTraining(nn.Module):
             if tuple(x.shape) == self.shape:
                 out = self._compiled(x)
                 self.compiled_calls += 1
-                if self.compiled_calls == 1 and self.marker is not None:
+                if self.compiled_calls == 2 and self.marker is not None:  # the first step, backward included, went through
                     self.marker.parent.mkdir(parents=True, exist_ok=True)
                     self.marker.write_text("compiled\n")
                 return out

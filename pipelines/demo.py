@@ -18,7 +18,8 @@ preparation leave of it, minus a reserve for the report, is split evenly over th
 ``parallel`` runs; each run stops at the end of the last epoch that fits (the
 :class:`~wss_monai.engine.time_budget.TimeBudget` handler). Each run's share is decided when it starts,
 from the time then left, so a round that overran (a run always completes its first epoch)
-shortens the later ones rather than the demo ending late. The settings are :data:`FULL` and
+shortens the later ones rather than the demo ending late. With ``--epochs N`` there is no budget:
+every run trains N epochs, so the table is the same on any machine and only the time varies. The settings are :data:`FULL` and
 :data:`QUICK` below; the options of the "tuning and tests" group override them one by one.
 """
 
@@ -50,7 +51,8 @@ class DemoSettings:
         parallel: bundle runs at once (one torch thread each: use the number of cores).
         hybrid_n: fully annotated patients of ``hybrid_<n>`` / ``full_<n>``.
         regimes: the regimes trained (``{n}`` is replaced by ``hybrid_n``).
-        epochs: epoch cap (None: as many as fit in the budget).
+        epochs: epochs of every run, with no time budget (``--epochs``: the same table on any machine);
+            None: as many as fit in the time budget (the table then moves with the machine's speed).
         batch_size: slices per training batch.
         learning_rate: Adam learning rate (:data:`pipelines.regimes.CPU_LEARNING_RATE`: batch 8, minutes of training).
         seed: seed of the phantom, the split and the runs.
@@ -127,7 +129,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     tuning.add_argument("--size", type=int, help="prepared slice size in pixels")
     tuning.add_argument("--inplane", type=int, help="raw phantom in-plane size in voxels (smaller is faster)")
     tuning.add_argument("--minutes", type=float, help="total wall-clock budget, phantom and report included")
-    tuning.add_argument("--epochs", type=int, help="epoch cap of every run (the budget still applies)")
+    parser.add_argument("--epochs", type=int, help="train every regime for exactly N epochs, with no time budget: the same "
+                        "table on any machine (only the time varies); without it the demo has a time budget per regime")
     tuning.add_argument("--parallel", type=int, help="bundle runs at once")
     tuning.add_argument("--hybrid-n", type=int, help="fully annotated patients of hybrid_<n> and full_<n>")
     tuning.add_argument("--regimes", help="comma-separated regimes instead of the paper's ({n} = --hybrid-n)")
@@ -215,9 +218,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     seconds = seconds_per_run(settings, time.time() - start, len(regimes))
     uri = tracking.resolve_tracking_uri(out / tracking.DEFAULT_DB_NAME)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    print(f"training {len(regimes)} regimes, about {seconds:.0f} s each (start-up included), {settings.parallel} at a time ...", flush=True)
+    by_epochs = settings.epochs is not None  # a fixed number of epochs: the same table on any machine, no budget
+    each = f"{settings.epochs} epochs each (no time budget)" if by_epochs else f"about {seconds:.0f} s each (start-up included)"
+    print(f"training {len(regimes)} regimes, {each}, {settings.parallel} at a time ...", flush=True)
     frame = run_regimes(prepared, regimes, out_dir=out, minutes_per_regime=None, epochs=settings.epochs,
-                        deadline=start + 60.0 * settings.minutes - REPORT_RESERVE_S, min_seconds=MIN_SECONDS_PER_RUN,
+                        deadline=None if by_epochs else start + 60.0 * settings.minutes - REPORT_RESERVE_S,
+                        min_seconds=MIN_SECONDS_PER_RUN,
                         tracking_uri=uri, batch_size=settings.batch_size, seed=settings.seed,
                         learning_rate=settings.learning_rate, parallel=settings.parallel,
                         threads=1 if settings.parallel > 1 else None, tag=f"demo-{stamp}",
@@ -232,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"The wss-monai demo{' (--quick)' if args.quick else ''}: an ACDC-layout phantom of {settings.cases} patients "
         f"({patients['training']} training, {patients['validation']} validation), the central {settings.fov_mm:g} mm "
         f"prepared at {settings.size} x {settings.size}; ENet, batch {settings.batch_size}, Adam learning rate {settings.learning_rate:g}, seed {settings.seed}; each regime "
-        f"a MONAI bundle run of about {seconds:.0f} s (start-up included), {settings.parallel} at a time with one torch thread "
+        f"a MONAI bundle run of {each}, {settings.parallel} at a time with one torch thread "
         f"each. Settings: `{json.dumps(asdict(settings))}`.",
         "A phantom is not the papers' data and a few minutes on a CPU are not their 200 epochs: expect the ordering of "
         "the regimes (partial far below, size constraints close to full supervision) rather than the papers' values. "

@@ -62,6 +62,7 @@ TIME_BUDGET_CONFIG: dict[str, Any] = {
     "time_budget_deadline": None,
     "time_budget_reserve": FINALIZE_RESERVE_S,
     "time_budget_tags": None,
+    "compile_deadline": "@time_budget_deadline",  # compile auto weighs its cost against the budget, not the epoch cap
     "log_model": False,  # the export takes seconds the wall-clock budget keeps for training; the checkpoint is kept
     "+train#handlers": [
         {

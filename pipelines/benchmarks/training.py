@@ -17,6 +17,9 @@ Two comparisons, each against a baseline measured in the same process, interleav
    straightforward ENet written here from the paper (Paszke et al. 2016, table 1) with plain
    modules; one training step each (forward, softmax, partial CE + 0.01 size, backward, Adam)
    at 256 x 256, batch 8, interleaved rounds, medians. Target: ours / plain <= 1.0 in time.
+3. **The fast path vs the old path** in the bundle's loop, at 48 x 48 and 256 x 256, 1 and 2
+   threads, with the step's distance to the arithmetic limit and the compile time
+   (:mod:`pipelines.benchmarks._fast_path`). Targets: >= 2x at 48 x 48, >= 1.3x at 256 x 256.
 """
 
 from __future__ import annotations
@@ -35,10 +38,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from pipelines.benchmarks._bundle_loop import EpochClock as _EpochClock, bundle_workflow as _bundle_workflow
 from pipelines.benchmarks._training_step import RATIO_HEADERS, interleaved_medians, make_step, ratio_rows, setup_from_args
 from pipelines.benchmarks.common import print_rows
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 # --------------------------------------------------------------------------------------------
@@ -162,49 +164,6 @@ def enet_step(argv: list[str]) -> float:
 # part 1: a bundle epoch vs a plain loop
 
 
-class _EpochClock:
-    """Ignite handler: per epoch, seconds to the last iteration, seconds with the end-of-epoch handlers, images."""
-
-    def __init__(self) -> None:
-        self.train_s: list[float] = []
-        self.epoch_s: list[float] = []
-        self.images: list[int] = []
-
-    def attach(self, engine) -> None:
-        from ignite.engine import Events
-
-        engine.add_event_handler(Events.EPOCH_STARTED, self._start)
-        engine.add_event_handler(Events.ITERATION_COMPLETED, self._iteration)
-        engine.add_event_handler(Events.EPOCH_COMPLETED, self._end)  # attached last: runs after the bundle's handlers
-
-    def _start(self, engine) -> None:
-        self._t0 = self._last = time.perf_counter()
-        self._n = 0
-
-    def _iteration(self, engine) -> None:
-        self._last = time.perf_counter()
-        self._n += int(engine.state.batch["image"].shape[0])
-
-    def _end(self, engine) -> None:
-        self.train_s.append(self._last - self._t0)
-        self.epoch_s.append(time.perf_counter() - self._t0)
-        self.images.append(self._n)
-
-
-def _bundle_workflow(prepared: Path, work: Path, regime: str, batch_size: int):
-    from monai.bundle import ConfigWorkflow
-
-    configs = REPO / "bundles" / "wss_segmentation" / "configs"
-    workflow = ConfigWorkflow(
-        config_file=str(configs / "train.json"), meta_file=str(configs / "metadata.json"), logging_file=False,
-        workflow_type="train", dataset_dir=str(prepared), regime=regime, epochs=1, batch_size=batch_size,
-        val_interval=10**9, progress=False, num_workers=0, augment=False, seed=0,
-        tracking_uri=f"sqlite:///{work / 'mlruns.db'}", run_name="benchmark-training", output_dir=str(work / "run"),
-    )
-    workflow.initialize()
-    return workflow
-
-
 def _plain_epoch(net, optimizer, loss_fn, loader, keys) -> tuple[float, int]:
     """One epoch of the plain loop: seconds and images."""
     net.train()
@@ -294,7 +253,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bundle-batch", type=int, default=8, help="batch size of the bundle part (default 8)")
     parser.add_argument("--rounds", type=int, default=None, help="timed epochs of each loop (default 4, quick 2)")
     parser.add_argument("--skip-bundle", action="store_true", help="only the ENet step comparison")
-    parser.add_argument("--skip-enet", action="store_true", help="only the bundle epoch comparison")
+    parser.add_argument("--skip-enet", action="store_true", help="leave out the ENet step comparison")
+    parser.add_argument("--skip-fast-path", action="store_true", help="leave out the fast path vs the old path (part 3)")
+    parser.add_argument("--fast-path-only", action="store_true", help="only part 3: the fast path vs the old path")
+    parser.add_argument("--sizes", default=None, help="slice sizes of part 3 (default 48,256; quick 48)")
+    parser.add_argument("--thread-counts", default=None, help="torch thread counts of part 3 (default 1,2; quick 1)")
     args, rest = parser.parse_known_args(argv)
     if "-h" in rest or "--help" in rest:
         parser.print_help()
@@ -302,7 +265,16 @@ def main(argv: list[str] | None = None) -> int:
     step_argv = rest + (["--quick"] if args.quick else [])
     if "--threads" in step_argv:  # the thread count applies to both parts
         torch.set_num_threads(int(step_argv[step_argv.index("--threads") + 1]))
-    if not args.skip_bundle and not ("-h" in rest or "--help" in rest):
+    helping = "-h" in rest or "--help" in rest
+    if args.fast_path_only:
+        args.skip_bundle = args.skip_enet = True
+    if not args.skip_fast_path and not helping:
+        from pipelines.benchmarks import _fast_path
+
+        sizes = [int(v) for v in (args.sizes or ("48" if args.quick else "48,256")).split(",")]
+        counts = [int(v) for v in (args.thread_counts or ("1" if args.quick else "1,2")).split(",")]
+        _fast_path.run(sizes, counts, rounds=args.rounds or (2 if args.quick else 4), quick=args.quick)
+    if not args.skip_bundle and not helping:
         bundle_epoch(cases=args.cases or (4 if args.quick else 12), size=args.bundle_size or (32 if args.quick else 128),
                      batch_size=args.bundle_batch, rounds=args.rounds or (2 if args.quick else 4), quick=args.quick)
     if not args.skip_enet:

@@ -119,6 +119,17 @@ def test_label_and_weak_values_outside_the_classes(copy_prepared):
     ]
 
 
+def test_a_training_reads_only_its_own_weak_labels(copy_prepared):
+    """weak_read: the files of the other strategies are not opened (start-up time); their entries still are checked."""
+    root = copy_prepared()
+    entry = _entry(root)
+    (root / entry["weak"]["random_disc"]).write_bytes(gzip.compress(b"not a NIfTI file at all"))
+    assert _lines(root, checksums=False, weak_read=["erosion"]) == []
+    assert len(_lines(root, checksums=False, weak_read=["random_disc"])) == 1 and len(_lines(root, checksums=False)) == 1
+    (root / entry["weak"]["erosion"]).write_bytes(gzip.compress(b"not a NIfTI file at all"))
+    assert len(_lines(root, checksums=False, weak_read=["erosion"])) == 1
+
+
 @pytest.mark.parametrize("split", ["training", "validation"])
 def test_nan_and_infinite_image_voxels_in_any_split(split, copy_prepared):
     root = copy_prepared()

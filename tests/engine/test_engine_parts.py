@@ -157,7 +157,7 @@ def test_monitor_epoch_means_and_terms(tmp_path):
     assert loss.epochs == [0, 1]  # 0-based epoch for the terms' schedules
 
 
-@pytest.mark.parametrize("interval,where", [(1, "iteration"), (None, "iteration"), (0, "epoch end")])
+@pytest.mark.parametrize("interval,where", [(1, "iteration"), (None, "epoch end"), (0, "epoch end")])  # None: epoch end (no per-iteration read-back)
 def test_monitor_stops_on_nan_with_epoch_and_iteration(tmp_path, interval, where):
     (tmp_path / "checkpoint_epoch=1.pt").write_bytes(b"x")
     loss = _Loss()

@@ -23,15 +23,17 @@ _EXPORTS = {
     ),
     **dict.fromkeys(("SAMPLINGS", "WeakSliceDataset", "default_transform", "make_dataloader"), "wss_monai.data.loaders"),
     "PreparedDataset": "wss_monai.data.prepared",
+    "PrefetchLoader": "wss_monai.data.prefetch",
     **dict.fromkeys(("HybridBatchSampler", "SliceBatchSampler", "VolumeBatchSampler"), "wss_monai.data.samplers"),
     **dict.fromkeys(("AugmentParams", "FormatSampled", "LoadSliced", "RandWeakAffined", "SizeBoundsd", "scale_bounds"),
                     "wss_monai.data.transforms"),
 }
-_SUBMODULES = ("datalist", "loaders", "prepared", "samplers", "transforms", "verify")
+_SUBMODULES = ("datalist", "loaders", "prefetch", "prepared", "samplers", "transforms", "verify")
 
 __all__ = [
     "PreparedDataset",
     "make_dataloader",
+    "PrefetchLoader",
     "default_transform",
     "class_names",
     "volume_ids",

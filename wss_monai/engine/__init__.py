@@ -14,6 +14,7 @@ these pieces (every ``_target_`` points here, into ``wss_monai`` or into MONAI),
   :class:`EpochSummary` (:mod:`.monitors`); :class:`EpochSetter` (:mod:`.epoch_setter`);
   :class:`LastCheckpoint`, :class:`AtomicCheckpointSaver` (:mod:`.checkpoints`: saving and resuming);
   :class:`MLflowTracker` (:mod:`.recording`); :class:`EvaluationReport` (:mod:`.evaluation`);
+- :func:`compile_for_training` (:mod:`.compiled`): the trainer's network, compiled where it pays back;
 - :func:`load_network` (:mod:`.weights`); :func:`unwrap` and the rank helpers (:mod:`.distributed`);
 - :func:`read_run_info`, :func:`latest_checkpoint`: the files of a run's output folder
   (:class:`wss_monai.tracking.RunRecord`);
@@ -22,6 +23,7 @@ these pieces (every ``_target_`` points here, into ``wss_monai`` or into MONAI),
 
 from wss_monai.engine.batch import PrepareEvalBatch, PrepareWeakBatch
 from wss_monai.engine.bundle_run import check_override_keys, current_config
+from wss_monai.engine.compiled import compile_for_training
 from wss_monai.engine.checkpoints import AtomicCheckpointSaver, LastCheckpoint
 from wss_monai.engine.dataset import dataset_num_classes, open_dataset
 from wss_monai.engine.distributed import unwrap
@@ -64,4 +66,5 @@ __all__ = [
     "EvaluationReport",
     "load_network",
     "unwrap",
+    "compile_for_training",
 ]

@@ -9,7 +9,7 @@ from typing import Any
 from wss_monai.engine.errors import as_bool, fail
 
 
-def open_dataset(dataset_dir: str | os.PathLike | None, verify: Any = False, read_slices: Any = True):
+def open_dataset(dataset_dir: str | os.PathLike | None, verify: Any = False, read_slices: Any = True, weak: Any = "all"):
     """The :class:`~wss_monai.data.PreparedDataset` of ``dataset_dir``; bad input ends the run (exit 2).
 
     With ``verify`` the whole dataset is checked first (:func:`wss_monai.data.verify.check_dataset`:
@@ -17,6 +17,11 @@ def open_dataset(dataset_dir: str | os.PathLike | None, verify: Any = False, rea
     deliberate edit of dataset.json too), so that a tampered dataset stops the run with one line
     before anything is built, instead of a traceback from the data loader mid-epoch or a silently
     wrong score. The bundles pass ``verify=True`` and ``read_slices=@verify_slices``.
+
+    ``weak``: the weak-label strategy whose slice files are read (None: the dataset's primary one,
+    as the training session resolves it; ``"all"``, the default: every strategy). ``train.json``
+    passes ``@weak``: a training reads one strategy, and reading the others' files was most of
+    its start-up check (a slice has one image, one mask and up to five weak labels).
     """
     from wss_monai.data.prepared import DatasetError, PreparedDataset
     from wss_monai.data.verify import check_dataset
@@ -24,7 +29,8 @@ def open_dataset(dataset_dir: str | os.PathLike | None, verify: Any = False, rea
     try:
         data = PreparedDataset(dataset_dir)
         if as_bool(verify, "verify"):
-            check_dataset(data, contents=as_bool(read_slices, "verify_slices"), checksums=False)
+            weak_read = None if weak == "all" else [str(weak) if weak else data.weak_primary]
+            check_dataset(data, contents=as_bool(read_slices, "verify_slices"), checksums=False, weak_read=weak_read)
         return data
     except DatasetError as err:
         fail(str(err))

@@ -34,7 +34,8 @@ class MLflowTracker:
       fingerprint); ``run.json`` is written to the output folder.
     - Each epoch: ``train_loss``, ``train_<term>``, ``lr``, the timing (``time_per_epoch_s``: the
       whole epoch, validation included; ``time_train_s`` and ``time_train_images``: the training
-      iterations alone and the images they saw; ``ms_per_image`` and ``images_per_s`` from those)
+      iterations alone and the images they saw; ``ms_per_image`` and ``images_per_s`` from those;
+      ``time_val_s`` and ``time_val_share``: the validation and its share of the epoch)
       and, when validation ran that epoch, every ``val_*`` score
       (``val_dice_2d_{one,nan}_<class|mean>``, ``val_dice_3d_<class|mean>``,
       ``val_hd95_<class|mean>``) plus ``best_val_dice_3d_mean``; step = epoch.
@@ -95,6 +96,7 @@ class MLflowTracker:
         self.model_uri: str | None = None
         self._epoch_t0 = self._last_iteration = 0.0
         self._images = 0
+        self._val_t0 = self._val_s = 0.0
         self.history: dict[int, dict[str, float]] = {}
         self._finished = False
 
@@ -110,6 +112,8 @@ class MLflowTracker:
         shorten_engine_errors(engine)
         if self.evaluator is not None:
             shorten_engine_errors(self.evaluator)
+            self.evaluator.add_event_handler(Events.STARTED, self._validation_started)
+            self.evaluator.add_event_handler(Events.COMPLETED, self._validation_completed)
 
     @property
     def output_dir(self) -> Path:
@@ -188,6 +192,13 @@ class MLflowTracker:
     def _epoch_started(self, engine: Engine) -> None:
         self._epoch_t0 = self._last_iteration = time.perf_counter()
         self._images = 0
+        self._val_s = 0.0
+
+    def _validation_started(self, evaluator: Engine) -> None:
+        self._val_t0 = time.perf_counter()
+
+    def _validation_completed(self, evaluator: Engine) -> None:
+        self._val_s += time.perf_counter() - self._val_t0
 
     def _iteration_completed(self, engine: Engine) -> None:
         """Note when the epoch's last iteration ended and how many images it has seen (no device synchronisation)."""
@@ -201,13 +212,16 @@ class MLflowTracker:
 
         ``time_train_s`` runs from the epoch's start to its last iteration (loading, forward,
         loss, backward, step); ``time_per_epoch_s`` to now, the validation that ran at this
-        epoch's end included (this handler comes after the validation handler). The iterations
+        epoch's end included (this handler comes after the validation handler); ``time_val_s``
+        is that validation (the evaluator's run: inference and scores), ``time_val_share`` its
+        share of the epoch, what a longer ``val_interval`` would save. The iterations
         are not synchronised with the device: on a GPU the last one may still be running, an error
         of one iteration per epoch. Under ``torch.distributed`` the images are rank 0's.
         """
         train_s = self._last_iteration - self._epoch_t0
-        out = {"time_per_epoch_s": time.perf_counter() - self._epoch_t0, "time_train_s": train_s,
-               "time_train_images": float(self._images)}
+        epoch_s = time.perf_counter() - self._epoch_t0
+        out = {"time_per_epoch_s": epoch_s, "time_train_s": train_s, "time_train_images": float(self._images),
+               "time_val_s": self._val_s, "time_val_share": self._val_s / epoch_s if epoch_s > 0 else 0.0}
         if self._images > 0 and train_s > 0:
             out["ms_per_image"] = 1000.0 * train_s / self._images
             out["images_per_s"] = self._images / train_s

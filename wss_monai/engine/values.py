@@ -22,10 +22,10 @@ __all__ = ["check_training_values"]
 _WHOLE = {"epochs": 1, "seed": 0, "batch_size": 1, "val_batch_size": 1, "val_interval": 1, "num_workers": 0,
           "lr_patience": 0, "nan_check_interval": 1}
 _OPTIONAL = {"nan_check_interval"}
-#: switches -> the extra words they take besides true/false (``progress`` also takes ``auto``;
+#: switches -> the extra words they take besides true/false (``progress`` and ``compile`` also take ``auto``;
 #: ``augment`` also a dict of arguments)
 _SWITCHES = {"amp": (), "deterministic": (), "hd95": (), "log_mlflow": (), "log_model": (), "verify_slices": (),
-             "progress": ("auto",), "augment": ()}
+             "progress": ("auto",), "augment": (), "compile": ("auto",), "fused_optimizer": (), "prefetch": ()}
 
 
 def _whole(key: str, value: Any, least: int) -> None:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.store import init_store
-from wss_monai.processes import preexec_die_with_parent
+from wss_monai.processes import preexec_supervised_child
 
 __all__ = [
     "TIME_BUDGET_CONFIG",
@@ -204,7 +204,7 @@ class RegimeProcess:
         self._log.flush()
         try:
             self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT, env=env,
-                                         start_new_session=True, preexec_fn=preexec_die_with_parent())
+                                         start_new_session=True, preexec_fn=preexec_supervised_child())
         except BaseException:
             self._log.close()
             raise

@@ -1,4 +1,4 @@
-"""Child processes that die with their parent (Linux ``PR_SET_PDEATHSIG``).
+"""Child processes that die with their parent (Linux ``PR_SET_PDEATHSIG``) and answer its SIGINT.
 
 A parent killed with SIGKILL cannot stop its children. Left alone, a data_prep worker would finish
 its volume into a temporary folder the next run is about to remove as stale, and a bundle run
@@ -6,6 +6,12 @@ started by a pipeline would go on training and finish in MLflow after the rerun 
 (two FINISHED runs for one key). On Linux each child asks the kernel for SIGKILL when its parent
 dies, so a killed parent leaves no process behind; elsewhere nothing is asked, and children exit
 when they next talk to the dead parent.
+
+A supervised child must also hear the SIGINT its parent sends to stop it cleanly (a bundle run
+records itself as KILLED in MLflow). A process started in the background by a non-interactive
+shell inherits SIGINT *ignored*, an ignored signal stays ignored across ``exec``, and Python then
+installs no ``KeyboardInterrupt`` handler: the child would train on and end FINISHED. The
+``preexec_fn`` therefore gives the child SIGINT's default back before Python starts.
 
 The one copy serves both ``data_prep`` (the initializer of its worker pools) and ``pipelines``
 (the ``preexec_fn`` of the bundle runs it starts): it lives here because ``data_prep`` must not
@@ -20,7 +26,7 @@ import signal
 import sys
 from collections.abc import Callable
 
-__all__ = ["PR_SET_PDEATHSIG", "die_with_parent", "preexec_die_with_parent"]
+__all__ = ["PR_SET_PDEATHSIG", "die_with_parent", "preexec_supervised_child"]
 
 PR_SET_PDEATHSIG = 1
 
@@ -45,7 +51,7 @@ def die_with_parent(parent_pid: int) -> None:
     """Be killed when the parent process dies (Linux), or exit at once if it already has.
 
     Call it in the child: as a process pool's ``initializer`` (``initargs=(os.getpid(),)``), or
-    through :func:`preexec_die_with_parent` for :class:`subprocess.Popen`.
+    through :func:`preexec_supervised_child` for :class:`subprocess.Popen`.
     """
     if _PRCTL is not None:
         _PRCTL(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
@@ -53,9 +59,12 @@ def die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
-def preexec_die_with_parent() -> Callable[[], None] | None:
-    """A ``preexec_fn`` for :class:`subprocess.Popen` whose child dies with this process; None where
-    the kernel cannot be asked (then no ``preexec_fn`` is needed at all)."""
-    if _PRCTL is None:
-        return None
-    return functools.partial(die_with_parent, os.getpid())
+def _supervised_child(parent_pid: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # undo an inherited SIG_IGN (see the module docstring)
+    die_with_parent(parent_pid)
+
+
+def preexec_supervised_child() -> Callable[[], None]:
+    """A ``preexec_fn`` for :class:`subprocess.Popen`: the child dies with this process (Linux) and
+    answers SIGINT even where this process ignores it."""
+    return functools.partial(_supervised_child, os.getpid())

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from wss_monai.processes import preexec_supervised_child
+
 REPO = Path(__file__).resolve().parents[2]
 TRAIN_2D = "bundles/wss_segmentation/configs/train.json"
 
@@ -38,7 +40,8 @@ def bundle_cli():
         command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", TRAIN_2D, *map(str, args)]
         popen.setdefault("stdout", subprocess.PIPE)
         popen.setdefault("stderr", subprocess.STDOUT)
-        return subprocess.Popen(command, cwd=REPO, text=True, encoding="utf-8", errors="replace", env=full_env, start_new_session=True, **popen)
+        return subprocess.Popen(command, cwd=REPO, text=True, encoding="utf-8", errors="replace", env=full_env, start_new_session=True,
+                                preexec_fn=preexec_supervised_child(), **popen)  # answers SIGINT even if pytest ignores it
 
     return _start
 

@@ -27,6 +27,7 @@ from pipelines.testkit.command_corpus.corpus import (
     run_module,
     train,
 )
+from wss_monai.processes import preexec_supervised_child
 
 
 # the pipelines
@@ -173,7 +174,8 @@ def _popen_train(dataset: Path, out: Path, *extra, cwd: Path) -> subprocess.Pope
     argv = ["monai.bundle", "run", "--config_file", TRAIN, "--dataset_dir", dataset, "--regime", "partial",
             "--hd95", "false", "--progress", "false", "--output_dir", out, *extra]
     return subprocess.Popen([sys.executable, "-m", *map(str, argv)], cwd=cwd, env=env, text=True, encoding="utf-8", errors="replace",
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                            preexec_fn=preexec_supervised_child())  # it must hear the Ctrl+C case's SIGINT
 
 
 def _wait_for(path: Path, process: subprocess.Popen, seconds: float = 300.0) -> None:

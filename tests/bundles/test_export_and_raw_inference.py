@@ -22,19 +22,9 @@ def _dicom_series(volume: Path, folder: Path) -> None:
     """Write a NIfTI volume as a DICOM series (one file per slice) with SimpleITK."""
     import SimpleITK as sitk
 
-    image = sitk.Cast(sitk.ReadImage(str(volume)), sitk.sitkInt16)
-    folder.mkdir(parents=True)
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    for k in range(image.GetDepth()):
-        plane = image[:, :, k]
-        for tag, value in (("0020|000e", "1.2.826.0.1.3680043.2.1125.1"), ("0020|0013", str(k + 1)),
-                           ("0020|0032", "\\".join(map(str, image.TransformIndexToPhysicalPoint((0, 0, k))))),
-                           ("0020|0037", "\\".join(map(str, image.GetDirection()[0:3] + image.GetDirection()[3:6]))),
-                           ("0008|0060", "MR"), ("0018|0050", str(image.GetSpacing()[2]))):
-            plane.SetMetaData(tag, value)
-        writer.SetFileName(str(folder / f"slice{k:03d}.dcm"))
-        writer.Execute(plane)
+    from pipelines.testkit.dicom import write_dicom_series
+
+    write_dicom_series(folder, sitk.Cast(sitk.ReadImage(str(volume)), sitk.sitkInt16), "1.2.826.0.1.3680043.2.1125.1")
 
 
 def _site_without_repo(tmp_path: Path) -> Path:

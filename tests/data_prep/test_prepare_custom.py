@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import locale
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
+
+from pipelines.testkit import dicom as kit_dicom
 
 from data_prep.slicing import restore_volume
 
@@ -42,28 +45,10 @@ def image_zyx(label: np.ndarray, seed: int) -> np.ndarray:
 
 def write_dicom_series(folder: Path, array_zyx: np.ndarray) -> None:
     """One 2D DICOM file per slice, positioned along z, as a scanner export would be."""
-    folder.mkdir(parents=True)
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    series_uid = "1.2.826.0.1.3680043.2.1125.1." + str(abs(hash(folder.name)) % 10**8)
-    for z in range(array_zyx.shape[0]):
-        plane = sitk.GetImageFromArray(array_zyx[z])
-        plane.SetSpacing(SPACING_XYZ[:2])
-        position = (-10.0, 4.0, 22.0 + z * SPACING_XYZ[2])
-        tags = {
-            "0008|0060": "MR",
-            "0020|000e": series_uid,
-            "0020|000d": series_uid + ".0",
-            "0008|0018": f"{series_uid}.{z + 1}",
-            "0020|0013": str(z + 1),
-            "0020|0032": "\\".join(f"{v:.4f}" for v in position),
-            "0020|0037": "1\\0\\0\\0\\1\\0",
-            "0018|0050": f"{SPACING_XYZ[2]:.4f}",
-        }
-        for key, value in tags.items():
-            plane.SetMetaData(key, value)
-        writer.SetFileName(str(folder / f"slice{z:03d}.dcm"))
-        writer.Execute(plane)
+    image = sitk.GetImageFromArray(array_zyx)
+    image.SetSpacing(SPACING_XYZ)
+    image.SetOrigin((-10.0, 4.0, 22.0))
+    kit_dicom.write_dicom_series(folder, image, "1.2.826.0.1.3680043.2.1125.1." + str(abs(hash(folder.name)) % 10**8))
 
 
 def check_prepared(out: Path, expected_classes: dict, n_volumes: int) -> dict:
@@ -123,6 +108,7 @@ def test_metaimage_and_nrrd_pairing(tmp_path, prepare_cli):
 
 
 def test_dicom_series_folders(tmp_path, prepare_cli):
+    encoding = locale.getpreferredencoding(False)
     src = tmp_path / "dicom"
     for number in range(2):
         label = (label_zyx(number) > 0).astype(np.uint8)
@@ -133,6 +119,8 @@ def test_dicom_series_folders(tmp_path, prepare_cli):
         ["custom", "--src", src, "--out", out, "--images", "{case}/t2", "--labels", "{case}/mask.nii.gz", *SMALL]
     )
     assert code == 0, stderr
+    # GDCM's writer resets the C locale; the test kit's writer puts it back (open() would turn ASCII)
+    assert locale.getpreferredencoding(False) == encoding
     dataset = check_prepared(out, {"0": "background", "1": "label 1"}, 2)
     assert sorted(v["patient"] for v in dataset["volumes"]) == ["patient0", "patient1"]
 

@@ -122,29 +122,11 @@ def dicom_series(folder: Path, array_zyx: np.ndarray, series_uid: str) -> None:
     """One 2D DICOM file per slice of one series, as a scanner export writes them."""
     import SimpleITK as sitk
 
-    folder.mkdir(parents=True, exist_ok=True)
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    for z in range(array_zyx.shape[0]):
-        plane = sitk.GetImageFromArray(array_zyx[z])
-        plane.SetSpacing((1.5, 1.5))
-        tags = {
-            "0008|0060": "MR",
-            "0020|000e": series_uid,
-            "0020|000d": series_uid + ".0",
-            "0008|0018": f"{series_uid}.{z + 1}",
-            "0020|0013": str(z + 1),
-            "0020|0032": f"0\\0\\{10.0 * z:.1f}",
-            "0020|0037": "1\\0\\0\\0\\1\\0",
-            "0018|0050": "10.0",
-        }
-        for key, value in tags.items():
-            plane.SetMetaData(key, value)
-        writer.SetFileName(str(folder / f"{series_uid[-4:]}_{z:03d}.dcm"))
-        writer.Execute(plane)
+    from pipelines.testkit.dicom import write_dicom_series
 
-
-# --- weak annotations (scribbles, clicks) --------------------------------------------------------
+    image = sitk.GetImageFromArray(array_zyx)
+    image.SetSpacing((1.5, 1.5, 10.0))
+    write_dicom_series(folder, image, series_uid, name=f"{series_uid[-4:]}_{{z:03d}}.dcm")
 
 
 def scribble_of(label: np.ndarray) -> np.ndarray:

@@ -53,3 +53,16 @@ def bundle_workflow(prepared: Path, work: Path, regime: str, batch_size: int, **
     )
     workflow.initialize()
     return workflow
+
+
+def quiet_phantom(work: Path, cases: int, size: int) -> Path:
+    """The benchmarks' prepared phantom (erosion weak labels) in ``work``, with the engine's logs at WARNING."""
+    import logging
+
+    from pipelines.phantom_data import prepare_phantom
+
+    prepared = prepare_phantom(work, cases=cases, size=size, inplane=max(64, size), frames=4, log=None,
+                               prepare_args=["--weak", "erosion"])
+    logging.getLogger("wss_monai").setLevel(logging.WARNING)
+    logging.getLogger("ignite").setLevel(logging.WARNING)
+    return prepared

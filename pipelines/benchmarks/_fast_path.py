@@ -89,17 +89,14 @@ def _workflow(prepared: Path, out: Path, overrides: dict):
 def compare(size: int, threads: int, cases: int, rounds: int) -> list[list[object]]:
     """Rows of the table for one size and thread count (also prints a line on the compile time)."""
     from pipelines.benchmarks._bundle_loop import EpochClock
-    from pipelines.phantom_data import prepare_phantom
+    from pipelines.benchmarks._bundle_loop import quiet_phantom
 
     torch.set_num_threads(threads)
     rate = matmul_gflops(threads)
     flop = step_gflop(size)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        prepared = prepare_phantom(work, cases=cases, size=size, inplane=max(64, size), frames=4, log=None,
-                                   prepare_args=["--weak", "erosion"])
-        logging.getLogger("wss_monai").setLevel(logging.WARNING)
-        logging.getLogger("ignite").setLevel(logging.WARNING)
+        prepared = quiet_phantom(work, cases, size)
         variants = {
             "before": _workflow(prepared, work / "before", OLD_PATH),
             "after": _workflow(prepared, work / "after", {"compile": True, "compile_cache_dir": str(work / "inductor")}),

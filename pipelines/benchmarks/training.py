@@ -181,16 +181,13 @@ def _plain_epoch(net, optimizer, loss_fn, loader, keys) -> tuple[float, int]:
 
 def bundle_epoch(cases: int, size: int, batch_size: int, rounds: int, regime: str = "individual", quick: bool = False) -> float:
     """Part 1: print images/s of the bundle's epochs and of the plain loop; return bundle / plain."""
-    from pipelines.phantom_data import prepare_phantom
+    from pipelines.benchmarks._bundle_loop import quiet_phantom
     from wss_monai.data import make_dataloader
     from wss_monai.regimes import get_regime
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        prepared = prepare_phantom(work, cases=cases, size=size, inplane=max(64, size), frames=4, log=None,
-                                   prepare_args=["--weak", "erosion"])
-        logging.getLogger("wss_monai").setLevel(logging.WARNING)
-        logging.getLogger("ignite").setLevel(logging.WARNING)
+        prepared = quiet_phantom(work, cases, size)
         with contextlib.redirect_stdout(io.StringIO()):
             workflow = _bundle_workflow(prepared, work, regime, batch_size)
         trainer = workflow.parser.get_parsed_content("train#trainer")

@@ -178,11 +178,14 @@ def _popen_train(dataset: Path, out: Path, *extra, cwd: Path) -> subprocess.Pope
                             preexec_fn=preexec_supervised_child())  # it must hear the Ctrl+C case's SIGINT
 
 
-def _wait_for(path: Path, process: subprocess.Popen, seconds: float = 300.0) -> None:
+def _wait_for_a_checkpoint(out: Path, process: subprocess.Popen, seconds: float = 300.0) -> None:
+    """Until the run has written an epoch checkpoint: any, since each replaces the one before."""
+    from wss_monai.tracking.record import latest_checkpoint
+
     deadline = time.monotonic() + seconds
-    while not path.is_file():
+    while latest_checkpoint(out) is None:
         if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"{path} never appeared")
+            raise RuntimeError(f"no checkpoint ever appeared in {out}")
         time.sleep(0.1)
 
 
@@ -193,7 +196,7 @@ def _busy_folder(work: Path, shared: Shared) -> Command:
     def start() -> subprocess.CompletedProcess:
         first = _popen_train(shared.prepared, out, "--epochs", "200", "--log_mlflow", "false", cwd=work / "cwd")
         try:
-            _wait_for(out / "checkpoints" / "checkpoint_epoch=1.pt", first)
+            _wait_for_a_checkpoint(out, first)
             return run_module(train(shared.prepared, work, "--output_dir", out), cwd=work / "cwd")
         finally:
             os.killpg(first.pid, signal.SIGKILL)
@@ -209,7 +212,7 @@ def _ctrl_c(work: Path, shared: Shared) -> Command:
     def start() -> subprocess.CompletedProcess:
         process = _popen_train(shared.prepared, out, "--epochs", "200", "--log_mlflow", "false", cwd=work / "cwd")
         try:
-            _wait_for(out / "checkpoints" / "checkpoint_epoch=1.pt", process)
+            _wait_for_a_checkpoint(out, process)
             os.killpg(process.pid, signal.SIGINT)
             stdout, stderr = process.communicate(timeout=120)
         finally:

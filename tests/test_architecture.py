@@ -48,7 +48,7 @@ def package_of(module: str) -> str:
 def layer_of(module: str) -> str:
     """The unit the layering is checked on: a top-level package's direct module or subpackage.
 
-    ``wss_monai.engine.handlers`` -> ``wss_monai.engine``; ``wss_monai.geometry`` -> itself;
+    ``wss_monai.engine.monitors`` -> ``wss_monai.engine``; ``wss_monai.geometry`` -> itself;
     ``data_prep`` (its ``__init__``) -> ``data_prep``.
     """
     return ".".join(module.split(".")[:2])

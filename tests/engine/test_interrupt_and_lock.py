@@ -11,20 +11,11 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 
 import pytest
 
+from pipelines.testkit.command_corpus.pipeline_cases import wait_for_a_checkpoint
 from wss_monai.engine import latest_checkpoint
-
-
-def _wait_for_a_checkpoint(out, process, seconds=120.0):
-    """Until the run has written an epoch checkpoint: any, since each replaces the one before."""
-    deadline = time.monotonic() + seconds
-    while latest_checkpoint(out) is None:
-        assert process.poll() is None, process.communicate()[0][-3000:]
-        assert time.monotonic() < deadline, f"no checkpoint in {out} within {seconds:.0f} s"
-        time.sleep(0.05)
 
 
 @pytest.mark.slow
@@ -37,7 +28,7 @@ def test_ctrl_c_is_one_line_and_keeps_the_checkpoint(tiny_prepared, tmp_path, bu
 
     process = bundle_cli([*common, "--tracking_uri", engine_mlflow_db, "--run_name", "interrupted"], stderr=subprocess.PIPE)
     try:
-        _wait_for_a_checkpoint(out, process)
+        wait_for_a_checkpoint(out, process, seconds=120.0)
         os.killpg(process.pid, signal.SIGINT)
         stdout, stderr = process.communicate(timeout=120)
     finally:
@@ -65,7 +56,7 @@ def test_a_second_training_into_a_busy_folder_is_refused(tiny_prepared, tmp_path
               "--output_dir", out, "--tracking_uri", engine_mlflow_db]
     first = bundle_cli([*common, "--epochs", "200", "--run_name", "first"])  # still training when the second starts
     try:
-        _wait_for_a_checkpoint(out, first)
+        wait_for_a_checkpoint(out, first, seconds=120.0)
         second = bundle_cli([*common, "--epochs", "1", "--run_name", "second"], stderr=subprocess.PIPE)
         _, stderr = second.communicate(timeout=120)
         assert first.poll() is None, "the first run ended before the second was tried"

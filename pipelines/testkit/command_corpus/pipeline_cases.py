@@ -178,15 +178,20 @@ def _popen_train(dataset: Path, out: Path, *extra, cwd: Path) -> subprocess.Pope
                             preexec_fn=preexec_supervised_child())  # it must hear the Ctrl+C case's SIGINT
 
 
-def _wait_for_a_checkpoint(out: Path, process: subprocess.Popen, seconds: float = 300.0) -> None:
-    """Until the run has written an epoch checkpoint: any, since each replaces the one before."""
+def wait_for_a_checkpoint(out: Path, process: subprocess.Popen, seconds: float = 300.0) -> None:
+    """Until the run ``process`` writes into ``out`` has written an epoch checkpoint: any, since each
+    replaces the one before. Raises RuntimeError (with the run's last output) if it ends first or
+    takes longer than ``seconds``."""
     from wss_monai.tracking.record import latest_checkpoint
 
     deadline = time.monotonic() + seconds
     while latest_checkpoint(out) is None:
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"no checkpoint ever appeared in {out}")
-        time.sleep(0.1)
+        if process.poll() is not None:
+            output = "".join(part or "" for part in process.communicate())[-3000:]
+            raise RuntimeError(f"the run ended (exit {process.returncode}) before any checkpoint in {out}:\n{output}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no checkpoint in {out} within {seconds:.0f} s")
+        time.sleep(0.05)
 
 
 @case("train_second_run_into_a_busy_folder", "train", "concurrency")
@@ -196,7 +201,7 @@ def _busy_folder(work: Path, shared: Shared) -> Command:
     def start() -> subprocess.CompletedProcess:
         first = _popen_train(shared.prepared, out, "--epochs", "200", "--log_mlflow", "false", cwd=work / "cwd")
         try:
-            _wait_for_a_checkpoint(out, first)
+            wait_for_a_checkpoint(out, first)
             return run_module(train(shared.prepared, work, "--output_dir", out), cwd=work / "cwd")
         finally:
             os.killpg(first.pid, signal.SIGKILL)
@@ -212,7 +217,7 @@ def _ctrl_c(work: Path, shared: Shared) -> Command:
     def start() -> subprocess.CompletedProcess:
         process = _popen_train(shared.prepared, out, "--epochs", "200", "--log_mlflow", "false", cwd=work / "cwd")
         try:
-            _wait_for_a_checkpoint(out, process)
+            wait_for_a_checkpoint(out, process)
             os.killpg(process.pid, signal.SIGINT)
             stdout, stderr = process.communicate(timeout=120)
         finally:
